@@ -1,0 +1,99 @@
+"""Shared fixtures: the sample data, a tiny CLIP trained for a few steps, a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "emoji"
+
+
+def sample_rows() -> list[dict]:
+    return [json.loads(line) for line in (SAMPLE / "metadata.jsonl").read_text().splitlines() if line.strip()]
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    """A JSONL manifest whose ``file`` column is absolute (so it can live anywhere)."""
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps({**row, "file": str(SAMPLE / row["file"])}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_manifest(tmp_path_factory) -> Path:
+    """96 sample emoji (48 emoji, both vendors), spread over the categories."""
+    rows = sample_rows()
+    codes = sorted({r["code"] for r in rows})[::8][:48]
+    picked = [r for r in rows if r["code"] in set(codes)]
+    return write_manifest(tmp_path_factory.mktemp("data") / "small.jsonl", picked)
+
+
+@pytest.fixture(scope="session")
+def micro_encoder(tmp_path_factory, small_manifest) -> Path:
+    """A lookalike-micro CLIP trained for a few steps on the small manifest."""
+    from training.loop import LoopConfig
+    from training.train_clip import ClipTrainConfig, run
+
+    out = tmp_path_factory.mktemp("encoder") / "micro.safetensors"
+    run(ClipTrainConfig(
+        data=small_manifest, out=out, image_key="file", caption_key="name", model="lookalike-micro",
+        batch_size=32, workers=0, eval_limit=64, loop=LoopConfig(steps=5, warmup_steps=1, progress=False),
+    ))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a loopback port, as the ``postgres`` user when run as root."""
+    bindir = _pg_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries (initdb) are required in CI")
+        pytest.skip("PostgreSQL server binaries (initdb) not installed")
+    # Not under pytest's tmp dir: that one is private to root, and the server runs as ``postgres``.
+    base = Path(tempfile.mkdtemp(prefix="lookalike-pg-"))
+    datadir, sockdir = base / "data", base / "sock"
+    sockdir.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(base, "postgres")
+        shutil.chown(sockdir, "postgres")
+    port = _free_port()
+    subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
+                              "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(base / "log"), "-w", "-o",
+                              f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

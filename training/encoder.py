@@ -1,0 +1,308 @@
+"""The encoder artefact: one file that training writes and everything else reads.
+
+File format (``lookalike-encoder/1``): a safetensors file. Its tensors are the
+model's weights; its string metadata holds one JSON document under the key
+``lookalike`` with
+
+    format       "lookalike-encoder/1"
+    kind         "clip" | "simclr"
+    arch         how to rebuild the network (for CLIP: open_clip model name + full config)
+    preprocess   size, mean, std, interpolation, resize_mode
+    dim          embedding dimension
+    tokenizer    how to tokenise text (CLIP only)
+    run          a summary of the run that made it (free-form JSON)
+    fingerprint  sha256 over the architecture and the weights
+
+safetensors never executes code on load, so an encoder file may come from anyone.
+
+Besides such files, ``load_encoder`` accepts pretrained open_clip models:
+``open_clip:MODEL/TAG`` (downloads where there is internet) or
+``open_clip:MODEL/PATH`` for a local open_clip checkpoint file (works offline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from training.images import to_rgb
+
+FORMAT = "lookalike-encoder/1"
+OPEN_CLIP_PREFIX = "open_clip:"
+
+
+class EncoderError(ValueError):
+    """An encoder file that cannot be used: missing, malformed, tampered with."""
+
+
+class NoTextTower(EncoderError):
+    """Raised by ``encode_texts`` on an encoder that only embeds images."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the encoder's input tensor (evaluation mode)."""
+
+    size: int | list[int]
+    mean: list[float]
+    std: list[float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def transform(self, is_train: bool = False, aug_cfg: dict | None = None) -> Callable:
+        """A callable PIL image -> float tensor (3, H, W); open_clip's own transform."""
+        import open_clip
+
+        inner = open_clip.image_transform(
+            self.size,
+            is_train=is_train,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            resize_mode=self.resize_mode,
+            interpolation=self.interpolation,
+            aug_cfg=aug_cfg,
+        )
+        return lambda image: inner(to_rgb(image))
+
+
+def fingerprint(arch: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the canonical JSON of ``arch`` and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    h.update(json.dumps(arch, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_encoder(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    arch: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    preprocess: Preprocess,
+    dim: int,
+    tokenizer: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+) -> str:
+    """Write an encoder file atomically (temp file + rename); returns its fingerprint."""
+    from safetensors.torch import save_file
+
+    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in state_dict.items()}
+    fp = fingerprint(arch, tensors)
+    meta = {
+        "format": FORMAT,
+        "kind": kind,
+        "arch": arch,
+        "preprocess": asdict(preprocess),
+        "dim": int(dim),
+        "tokenizer": tokenizer,
+        "run": run or {},
+        "fingerprint": fp,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"lookalike": json.dumps(meta)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; an encoder file is meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return fp
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of an encoder file, without loading its weights."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("lookalike")
+    except FileNotFoundError:
+        raise EncoderError(f"encoder file not found: {path}") from None
+    except Exception as exc:  # safetensors raises its own error types for garbage
+        raise EncoderError(f"{path} is not a lookalike encoder file ({exc})") from None
+    if raw is None:
+        raise EncoderError(f"{path} is a safetensors file but has no lookalike metadata")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise EncoderError(f"{path}: unsupported encoder format {meta.get('format')!r}, expected {FORMAT!r}")
+    return meta
+
+
+@dataclass
+class Encoder:
+    """A loaded encoder: images (and, for CLIP, texts) to L2-normalised float32 vectors."""
+
+    kind: str
+    dim: int
+    fingerprint: str
+    preprocess: Preprocess
+    image_tower: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, dim), unnormalised
+    text_tower: Callable[[torch.Tensor], torch.Tensor] | None = None  # (B, ctx) tokens -> (B, dim)
+    tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None
+    logit_scale: float = 100.0
+    model: torch.nn.Module | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self._transform = self.preprocess.transform(is_train=False)
+
+    @property
+    def can_encode_text(self) -> bool:
+        return self.text_tower is not None
+
+    @property
+    def source(self) -> str:
+        return self.meta.get("source", "")
+
+    def image_tensor(self, image: Image.Image) -> torch.Tensor:
+        """One PIL image -> its preprocessed (3, H, W) tensor."""
+        return self._transform(image)
+
+    @torch.inference_mode()
+    def encode_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """Already preprocessed images (B, 3, H, W) -> float32 (B, dim), L2-normalised."""
+        out = []
+        for start in range(0, len(batch), self.batch_size):
+            x = batch[start : start + self.batch_size].to(self.device, non_blocking=True)
+            out.append(_normalise(self.image_tower(x)))
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return torch.cat(out).float().cpu().numpy()
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """PIL images of any mode and size -> float32 (N, dim), L2-normalised."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_tensors(torch.stack([self.image_tensor(im) for im in images]))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Strings -> float32 (N, dim), L2-normalised. Raises NoTextTower for image-only encoders."""
+        if self.text_tower is None or self.tokenizer is None:
+            raise NoTextTower(f"this {self.kind} encoder has no text tower: it embeds images only")
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a sequence of strings, not one string")
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
+            out.append(_normalise(self.text_tower(tokens)))
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return torch.cat(out).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def zero_shot_weights(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        """Class embeddings (L, dim): each label averaged over its prompt templates (open_clip's helper)."""
+        if self.model is None or self.tokenizer is None:
+            raise NoTextTower(f"this {self.kind} encoder has no text tower: zero-shot classification needs one")
+        from open_clip import build_zero_shot_classifier
+
+        w = build_zero_shot_classifier(
+            self.model, self.tokenizer, list(labels), list(templates),
+            num_classes_per_batch=max(1, self.batch_size // max(1, len(templates))),
+            device=self.device,
+        )  # (dim, L)
+        return w.T.float().cpu().numpy()
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+def load_encoder(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
+    """Load an encoder file written by ``python -m training``, or an ``open_clip:MODEL/TAG_OR_PATH``."""
+    device = torch.device(device)
+    spec = str(path_or_name)
+    if spec.startswith(OPEN_CLIP_PREFIX):
+        return _load_open_clip(spec[len(OPEN_CLIP_PREFIX):], device)
+    return _load_file(Path(spec), device)
+
+
+def _load_file(path: Path, device: torch.device) -> Encoder:
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    state_dict = load_file(str(path))
+    actual = fingerprint(meta["arch"], state_dict)
+    if actual != meta["fingerprint"]:
+        raise EncoderError(
+            f"{path}: weights do not match the recorded fingerprint "
+            f"({actual[:12]} != {meta['fingerprint'][:12]}); the file is damaged or was edited"
+        )
+    builder = _BUILDERS.get(meta["kind"])
+    if builder is None:
+        raise EncoderError(f"{path}: unknown encoder kind {meta['kind']!r}")
+    meta["source"] = str(path)
+    return builder(meta, state_dict, device)
+
+
+def _build_clip(meta: dict[str, Any], state_dict: dict[str, torch.Tensor], device: torch.device) -> Encoder:
+    from training.clip_model import build_model, build_tokenizer
+
+    arch = meta["arch"]
+    model = build_model(arch["model_cfg"])
+    model.load_state_dict(state_dict, strict=True)
+    return _clip_encoder(model, build_tokenizer(arch["model_name"], arch["model_cfg"]), meta, device)
+
+
+def _clip_encoder(model: torch.nn.Module, tokenizer, meta: dict[str, Any], device: torch.device) -> Encoder:
+    model = model.to(device).eval()
+    return Encoder(
+        kind="clip",
+        dim=int(meta["dim"]),
+        fingerprint=meta["fingerprint"],
+        preprocess=Preprocess(**meta["preprocess"]),
+        image_tower=model.encode_image,
+        text_tower=model.encode_text,
+        tokenizer=tokenizer,
+        logit_scale=float(model.logit_scale.detach().exp().clamp(max=100).item()),
+        model=model,
+        meta=meta,
+        device=device,
+    )
+
+
+def _load_open_clip(spec: str, device: torch.device) -> Encoder:
+    import open_clip
+
+    from training.clip_model import build_tokenizer, model_config, preprocess_of
+
+    model_name, _, pretrained = spec.partition("/")
+    model = open_clip.create_model(model_name, pretrained=pretrained or None, require_pretrained=bool(pretrained))
+    arch = {"model_name": model_name, "model_cfg": model_config(model_name)}
+    state_dict = model.state_dict()
+    meta = {
+        "format": FORMAT,
+        "kind": "clip",
+        "arch": arch,
+        "preprocess": preprocess_of(model),
+        "dim": int(arch["model_cfg"]["embed_dim"]),
+        "tokenizer": {"type": "open_clip", "model_name": model_name},
+        "run": {"pretrained": pretrained},
+        "fingerprint": fingerprint(arch, state_dict),
+        "source": OPEN_CLIP_PREFIX + spec,
+    }
+    return _clip_encoder(model, build_tokenizer(model_name, arch["model_cfg"]), meta, device)
+
+
+_BUILDERS: dict[str, Callable[[dict, dict, torch.device], Encoder]] = {"clip": _build_clip}
