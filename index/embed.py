@@ -1,0 +1,81 @@
+"""Decode images in worker processes and embed them in batches.
+
+reader (SourceItem) -> DecodeDataset (bytes, hash, tensor; in DataLoader workers)
+-> encoder.encode_tensors (batches) -> EmbeddedBatch
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from index.decode import BadImage, DecodeLimits, open_image
+from index.reader import SourceItem
+
+
+@dataclass
+class Decoded:
+    position: int
+    tensor: torch.Tensor | None
+    content_hash: str | None
+    error: str | None = None
+
+
+@dataclass
+class EmbeddedBatch:
+    items: list[SourceItem]
+    content_hashes: list[str]
+    vectors: np.ndarray  # float32 (B, dim), L2-normalised
+    failures: list[tuple[SourceItem, str]] = field(default_factory=list)
+
+
+class DecodeDataset(Dataset):
+    """Reads, hashes, decodes and preprocesses one item; a bad file yields an error, never an exception."""
+
+    def __init__(self, items: Sequence[SourceItem], transform: Callable, limits: DecodeLimits) -> None:
+        self.items, self.transform, self.limits = items, transform, limits
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Decoded:
+        try:
+            data = self.items[i].path.read_bytes()
+        except OSError as exc:
+            return Decoded(i, None, None, f"unreadable: {exc.strerror or exc}")
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            tensor = self.transform(open_image(data, self.limits))
+        except BadImage as exc:
+            return Decoded(i, None, digest, f"{exc.reason}: {exc}")
+        except (OSError, ValueError) as exc:
+            return Decoded(i, None, digest, f"corrupt: {exc}")
+        return Decoded(i, tensor, digest)
+
+
+def _collate(batch: list[Decoded]) -> list[Decoded]:
+    return batch
+
+
+def embed_items(
+    encoder,
+    items: Sequence[SourceItem],
+    batch_size: int = 64,
+    workers: int = 2,
+    limits: DecodeLimits = DecodeLimits(),
+) -> Iterator[EmbeddedBatch]:
+    """Yield one EmbeddedBatch per ``batch_size`` items, in input order."""
+    dataset = DecodeDataset(items, encoder.image_tensor, limits)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                        pin_memory=encoder.device.type == "cuda")
+    for decoded in loader:
+        good = [d for d in decoded if d.tensor is not None]
+        failures = [(items[d.position], d.error or "unknown") for d in decoded if d.tensor is None]
+        vectors = (encoder.encode_tensors(torch.stack([d.tensor for d in good])) if good
+                   else np.zeros((0, encoder.dim), dtype=np.float32))
+        yield EmbeddedBatch([items[d.position] for d in good], [d.content_hash for d in good], vectors, failures)

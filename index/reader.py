@@ -1,0 +1,52 @@
+"""Sources of images to index: a folder (recursive, by extension) or a JSONL/CSV manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from training.manifest import iter_manifest, resolve
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+MANIFEST_EXTENSIONS = frozenset({".jsonl", ".json", ".ndjson", ".csv", ".tsv"})
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One image to index: where it is, and the metadata that goes into the catalog."""
+
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return str(self.path)
+
+
+def read_folder(root: str | Path, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> Iterator[SourceItem]:
+    """Every file under ``root`` with an image extension, in sorted order; metadata = relative path."""
+    root = Path(root).resolve()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions):
+        yield SourceItem(path, {"path": str(path.relative_to(root))})
+
+
+def read_manifest_items(manifest: str | Path, image_key: str = "file") -> Iterator[SourceItem]:
+    """Rows of a manifest; ``image_key`` names the path column, every other column is metadata."""
+    for i, row in enumerate(iter_manifest(manifest), 1):
+        location = row.get(image_key)
+        if not location:
+            raise ValueError(f"{manifest}: row {i} has no {image_key!r} column (columns: {', '.join(row)})")
+        yield SourceItem(resolve(manifest, str(location)), dict(row))
+
+
+def read_source(source: str | Path, image_key: str = "file") -> Iterator[SourceItem]:
+    """A folder or a manifest file, whichever ``source`` is."""
+    source = Path(source)
+    if source.is_dir():
+        return read_folder(source)
+    if source.is_file() and source.suffix.lower() in MANIFEST_EXTENSIONS:
+        return read_manifest_items(source, image_key)
+    if not source.exists():
+        raise FileNotFoundError(f"source not found: {source}")
+    raise ValueError(f"{source}: a source is a folder or a .jsonl/.csv manifest")

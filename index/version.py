@@ -1,0 +1,193 @@
+"""The index version: a directory published atomically, named by a pointer file.
+
+Layout of an index root::
+
+    ROOT/
+      CURRENT                 the name of the live version (replaced atomically)
+      versions/
+        20261128T120000Z-3f2a/
+          index.faiss         the FAISS index (ids = catalog primary keys)
+          manifest.json       encoder fingerprint, dim, metric, factory, params, count, created_at
+
+A version is written under ``versions/.tmp-*``, fsynced, renamed into place, and
+only then does ``CURRENT`` move to it; readers follow ``CURRENT`` and so never
+see a half-written version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+FORMAT = "lookalike-index/1"
+POINTER = "CURRENT"
+INDEX_FILE = "index.faiss"
+MANIFEST_FILE = "manifest.json"
+
+
+class IndexVersionError(ValueError):
+    """No usable index version: none published, missing files, unknown format."""
+
+
+class EncoderMismatch(IndexVersionError):
+    """A query encoder whose fingerprint differs from the one that built the index."""
+
+
+@dataclass
+class IndexVersion:
+    """A loaded index version: the FAISS index and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    index: faiss.Index
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["encoder"]["fingerprint"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        """Every vector id in the index (int64), in storage order."""
+        return stored_ids(self.index)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries float32 (Q, dim) -> scores (Q, k), ids int64 (Q, k); missing slots have id -1."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must be (Q, {self.dim}), got {queries.shape}")
+        return self.index.search(queries, k)
+
+    def check_encoder(self, fingerprint: str) -> None:
+        if fingerprint != self.fingerprint:
+            raise EncoderMismatch(
+                f"index version {self.name} at {self.path.parent.parent} was built by encoder "
+                f"{self.fingerprint[:16]}…, but the configured encoder is {fingerprint[:16]}…; "
+                "re-index with this encoder or configure the one that built the index"
+            )
+
+
+def stored_ids(index: faiss.Index) -> np.ndarray:
+    """The ids held by an IDMap/IDMap2 or IVF index."""
+    if hasattr(index, "id_map"):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return np.arange(index.ntotal, dtype=np.int64)  # no id layer: ids are positions
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(lists.nlist)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep: int = 5) -> Path:
+    """Write ``index`` + ``manifest`` as a new version under ``root`` and make it current."""
+    root = Path(root)
+    versions = root / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    name = now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
+    manifest = {"format": FORMAT, "version": name, "created_at": now.isoformat(), "count": int(index.ntotal), **manifest}
+
+    tmp = versions / f".tmp-{name}"
+    tmp.mkdir()
+    try:
+        _write_file(tmp / INDEX_FILE, faiss.serialize_index(index).tobytes())
+        _write_file(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        final = versions / name
+        os.replace(tmp, final)
+        _fsync_dir(versions)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer_tmp = root / f".{POINTER}.tmp-{name}"
+    _write_file(pointer_tmp, (name + "\n").encode())
+    os.replace(pointer_tmp, root / POINTER)
+    _fsync_dir(root)
+    prune(root, keep)
+    return final
+
+
+def prune(root: str | Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` versions (never the current one) and stale temp dirs."""
+    versions = Path(root) / "versions"
+    current = current_name(root)
+    names = sorted(p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    doomed = [n for n in names[: max(0, len(names) - keep)] if n != current]
+    for n in doomed:
+        shutil.rmtree(versions / n, ignore_errors=True)
+    for p in versions.glob(".tmp-*"):
+        if p.name != f".tmp-{current}":
+            shutil.rmtree(p, ignore_errors=True)
+    return doomed
+
+
+def current_name(root: str | Path) -> str | None:
+    try:
+        return (Path(root) / POINTER).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except FileNotFoundError:
+        raise IndexVersionError(f"{path} has no {MANIFEST_FILE}") from None
+    if manifest.get("format") != FORMAT:
+        raise IndexVersionError(f"{path}: unsupported index format {manifest.get('format')!r}")
+    return manifest
+
+
+def open_version(path: str | Path, mmap: bool = False) -> IndexVersion:
+    """Load one version directory."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    index = faiss.read_index(str(path / INDEX_FILE), flags)
+    for key, value in (manifest.get("search_params") or {}).items():
+        faiss.ParameterSpace().set_index_parameter(index, key, value)
+    return IndexVersion(path=path, manifest=manifest, index=index)
+
+
+def open_current(root: str | Path, mmap: bool = False) -> IndexVersion:
+    """Load the version that ``root/CURRENT`` names."""
+    name = current_name(root)
+    if name is None:
+        raise IndexVersionError(f"no index version published under {root} (run `python -m index build` first)")
+    return open_version(Path(root) / "versions" / name, mmap=mmap)
