@@ -37,11 +37,30 @@ def _clip_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate encoders on a manifest: zero-shot, text<->image, image->image",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--encoder", action="append", required=True,
+                   help="encoder file or open_clip:MODEL/TAG_OR_PATH; repeat to compare several side by side")
+    p.add_argument("--data", type=Path, required=True, help="JSONL or CSV manifest")
+    p.add_argument("--image-key", default="file")
+    p.add_argument("--caption-key", default=None, help="column used as text for text<->image recall")
+    p.add_argument("--label-key", action="append", default=[], help="column for zero-shot accuracy (repeatable)")
+    p.add_argument("--group-key", default=None, help="image->image hits share this column (e.g. code)")
+    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="evaluate only rows whose column has this value (repeatable)")
+    p.add_argument("--template", action="append", default=None,
+                   help="zero-shot prompt template with {} for the label (repeatable; default: a small ensemble)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _clip_parser(sub)
+    _eval_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -60,6 +79,26 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as exc:  # bad manifest, unknown model, missing files
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "eval":
+        from training.eval_clip import DEFAULT_TEMPLATES, EvalConfig, format_table, run, write_json
+
+        try:
+            where = dict(w.split("=", 1) for w in args.where)
+        except ValueError:
+            parser.error("--where takes COLUMN=VALUE")
+        cfg = EvalConfig(
+            encoders=args.encoder, data=args.data, image_key=args.image_key, caption_key=args.caption_key,
+            label_keys=args.label_key, group_key=args.group_key, where=where,
+            templates=tuple(args.template or DEFAULT_TEMPLATES), device=args.device,
+        )
+        try:
+            results = run(cfg)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(format_table(results))
+        if args.json:
+            write_json(args.json, cfg, results)
     return 0
 
 
