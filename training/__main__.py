@@ -24,13 +24,30 @@ def _clip_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="encoder file to write (.safetensors)")
     p.add_argument("--model", default="lookalike-tiny",
                    help="open_clip model name (lookalike-tiny and lookalike-micro are small CPU configs)")
+    p.add_argument("--pretrained", default=None,
+                   help="start from these weights: an open_clip tag (downloads) or a local checkpoint file")
+    p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT-style)")
+    p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--image-size", type=int, default=None, help="override the model's input size")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="per process")
+    p.add_argument("--accum-steps", type=int, default=1, help="batches per optimiser step")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=50, help="warm-up steps")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast precision (bf16 on GPUs that have it)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: OUT.ckpt)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: end/interrupt)")
+    p.add_argument("--resume", type=Path, default=None, help="continue exactly from this checkpoint")
+    p.add_argument("--log-file", type=Path, default=None, help="append logged steps here as JSONL")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val-data", type=Path, default=None, help="validation manifest for the periodic monitor")
+    p.add_argument("--val-label-key", action="append", default=[], help="zero-shot column of --val-data")
+    p.add_argument("--val-group-key", default=None, help="image->image group column of --val-data")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between monitor runs")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -69,16 +86,27 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = ClipTrainConfig(
             data=args.data, out=args.out, image_key=args.image_key, caption_key=args.caption_key,
-            model=args.model, image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
-            seed=args.seed, device=args.device,
+            model=args.model, pretrained=args.pretrained, lock_image=args.lock_image, lock_text=args.lock_text,
+            image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
+            seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
+            log_file=args.log_file, val_data=args.val_data, val_label_keys=args.val_label_key,
+            val_group_key=args.val_group_key,
             loop=LoopConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay,
-                            warmup_steps=args.warmup, precision=args.precision, progress=not args.no_progress),
+                            warmup_steps=args.warmup, grad_clip=args.grad_clip or None,
+                            accum_steps=args.accum_steps, precision=args.precision, compile=args.compile,
+                            log_every=args.log_every, eval_every=args.eval_every,
+                            checkpoint_every=args.checkpoint_every, progress=not args.no_progress),
         )
+        from training.loop import Interrupted
+
         try:
             run(cfg)
         except (ValueError, FileNotFoundError) as exc:  # bad manifest, unknown model, missing files
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except Interrupted as exc:
+            print(f"{exc}; continue with --resume", file=sys.stderr)
+            return 130
     if args.command == "eval":
         from training.eval_clip import DEFAULT_TEMPLATES, EvalConfig, format_table, run, write_json
 

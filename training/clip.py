@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import open_clip
 import torch
 
+from training.distributed import unwrap
+
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learnt temperature at 1/100
 
 
@@ -33,4 +35,4 @@ class ClipMethod:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        unwrap(self.model).logit_scale.clamp_(0, MAX_LOGIT_SCALE)

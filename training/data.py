@@ -20,6 +20,10 @@ class ImageTextDataset(Dataset):
 
     A file that cannot be decoded is replaced by the next good one and counted in
     ``bad_files``, so one broken image never stops a run.
+
+    Items are addressed by the keys of ``training.sampling.StepSampler`` (``epoch * n + i``);
+    each key seeds its own augmentation, so a sample looks the same whichever worker
+    loads it and whether or not the run was resumed.
     """
 
     def __init__(
@@ -29,6 +33,7 @@ class ImageTextDataset(Dataset):
         caption_key: str,
         transform: Callable[[Image.Image], torch.Tensor],
         tokenizer: Callable[[list[str]], torch.Tensor],
+        seed: int = 0,
     ) -> None:
         rows = read_manifest(manifest, required=(image_key, caption_key))
         self.paths = [resolve(manifest, str(r[image_key])) for r in rows]
@@ -36,6 +41,7 @@ class ImageTextDataset(Dataset):
         self.rows = rows
         self.transform = transform
         self.tokenizer = tokenizer
+        self.seed = seed
         self.bad_files: set[Path] = set()
 
     def __len__(self) -> int:
@@ -46,11 +52,14 @@ class ImageTextDataset(Dataset):
             im.load()
             return im
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = key % len(self)
         for offset in range(len(self)):
             j = (i + offset) % len(self)
             try:
-                image = self.transform(self.load_image(j))
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed * 1_000_003 + key)
+                    image = self.transform(self.load_image(j))
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 if self.paths[j] not in self.bad_files:
                     log.warning("skipping unreadable image %s: %s", self.paths[j], exc)

@@ -1,4 +1,7 @@
-"""``python -m training clip``: train a CLIP encoder on image-caption pairs and write an encoder file."""
+"""``python -m training clip``: train a CLIP encoder on image-caption pairs and write an encoder file.
+
+Runs unchanged on one CPU or under ``torchrun`` on several GPUs / machines.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +11,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import open_clip
 import torch
 from torch.utils.data import DataLoader
 
 from training.clip import ClipMethod
 from training.clip_model import build_model, build_tokenizer, model_config, preprocess_of
 from training.data import ImageTextDataset
+from training.distributed import init_from_env, unwrap
 from training.encoder import Encoder, Preprocess, save_encoder
 from training.evaluate import text_to_image_recall
-from training.loop import LoopConfig, seed_everything, train
+from training.loop import LoopConfig, Trainer, seed_everything
+from training.sampling import StepSampler
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +34,32 @@ class ClipTrainConfig:
     image_key: str = "file"
     caption_key: str = "caption"
     model: str = "lookalike-tiny"
+    pretrained: str | None = None  # open_clip tag or local checkpoint file to start from
+    lock_image: bool = False
+    lock_text: bool = False
     image_size: int | None = None
-    batch_size: int = 128
+    batch_size: int = 128  # per process
     workers: int = 2
     seed: int = 0
     device: str = "cpu"
     eval_limit: int = 4000  # images used for the before/after recall report
+    checkpoint: Path | None = None  # default: OUT + ".ckpt"
+    resume: Path | None = None
+    log_file: Path | None = None  # JSONL of logged steps
+    val_data: Path | None = None  # manifest for the periodic monitor
+    val_label_keys: list[str] = field(default_factory=list)
+    val_group_key: str | None = None
     loop: LoopConfig = field(default_factory=LoopConfig)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
 
 
 @dataclass
 class ClipTrainResult:
-    fingerprint: str
-    recall_untrained: dict[int, float]
+    fingerprint: str | None
+    recall_untrained: dict[int, float] | None
     recall_trained: dict[int, float]
     history: list[dict[str, float]]
     seconds: float
@@ -54,37 +73,78 @@ def _encoder(model, tokenizer, preprocess: Preprocess, dim: int, device: torch.d
     )
 
 
-def run(cfg: ClipTrainConfig) -> ClipTrainResult:
-    seed_everything(cfg.seed)
-    device = torch.device(cfg.device)
+def make_model(cfg: ClipTrainConfig) -> tuple[torch.nn.Module, dict]:
     model_cfg = model_config(cfg.model)
     if cfg.image_size:
         model_cfg["vision_cfg"]["image_size"] = cfg.image_size
-    model = build_model(model_cfg).to(device)
+    if cfg.pretrained:
+        model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, require_pretrained=True,
+                                       force_image_size=cfg.image_size)
+    else:
+        model = build_model(model_cfg)
+    if cfg.lock_image:
+        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    if cfg.lock_text:
+        model.lock_text_tower(unlocked_layers=0)
+    return model, model_cfg
+
+
+def _monitor(cfg: ClipTrainConfig, tokenizer, preprocess: Preprocess, dim: int, device: torch.device):
+    """Zero-shot and retrieval metrics on the validation manifest, for the periodic monitor."""
+    if cfg.val_data is None:
+        return None
+    from training.eval_clip import EvalConfig, evaluate_encoder, load_rows
+
+    ecfg = EvalConfig(encoders=[], data=cfg.val_data, image_key=cfg.image_key, caption_key=cfg.caption_key,
+                      label_keys=cfg.val_label_keys, group_key=cfg.val_group_key)
+    rows, images = load_rows(ecfg)
+    return lambda model: evaluate_encoder(_encoder(model, tokenizer, preprocess, dim, device), rows, images, ecfg)
+
+
+def run(cfg: ClipTrainConfig) -> ClipTrainResult:
+    dist, device = init_from_env(cfg.device)
+    seed_everything(cfg.seed)
+    model, model_cfg = make_model(cfg)
+    model = model.to(device)
     tokenizer = build_tokenizer(cfg.model, model_cfg)
     preprocess = Preprocess(**preprocess_of(model))
     dim = int(model_cfg["embed_dim"])
 
-    dataset = ImageTextDataset(cfg.data, cfg.image_key, cfg.caption_key, preprocess.transform(is_train=True), tokenizer)
-    batch_size = min(cfg.batch_size, len(dataset))
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(cfg.seed),
+    dataset = ImageTextDataset(cfg.data, cfg.image_key, cfg.caption_key, preprocess.transform(is_train=True),
+                               tokenizer, seed=cfg.seed)
+    batch_size = min(cfg.batch_size, len(dataset) // dist.world_size)
+    trainer = Trainer(
+        ClipMethod.create(model, dist.rank, dist.world_size), cfg.loop, device, dist,
+        checkpoint=cfg.checkpoint_path, log_file=cfg.log_file,
+        monitor=_monitor(cfg, tokenizer, preprocess, dim, device),
     )
-    print(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) on "
-          f"{len(dataset)} pairs from {cfg.data}, batch {batch_size}, {cfg.loop.steps} steps, device {device}")
+    if dist.is_main:
+        print(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) on "
+              f"{len(dataset)} pairs from {cfg.data}, batch {batch_size} x {dist.world_size} process(es), "
+              f"{cfg.loop.steps} steps, device {device}")
 
     n_eval = min(cfg.eval_limit, len(dataset))
-    eval_images = [dataset.load_image(i) for i in range(n_eval)]
+    eval_images = [dataset.load_image(i) for i in range(n_eval)] if dist.is_main else []
     eval_captions = dataset.captions[:n_eval]
-    model.eval()
-    before = text_to_image_recall(_encoder(model, tokenizer, preprocess, dim, device), eval_images, eval_captions)
+    before = None
+    if cfg.resume:
+        start = trainer.load_checkpoint(cfg.resume)
+        if dist.is_main:
+            print(f"resumed from {cfg.resume} at step {start}")
+    elif dist.is_main:
+        model.eval()
+        before = text_to_image_recall(_encoder(model, tokenizer, preprocess, dim, device), eval_images, eval_captions)
+    sampler = StepSampler(len(dataset), batch_size, cfg.seed, dist.rank, dist.world_size, start_step=trainer.step)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
 
     started = time.perf_counter()
-    history = train(ClipMethod.create(model), loader, cfg.loop, device)
+    history = trainer.fit(loader)
     seconds = time.perf_counter() - started
+    if not dist.is_main:
+        return ClipTrainResult(None, None, {}, history, seconds)
 
+    model = unwrap(model).eval()
     after = text_to_image_recall(_encoder(model, tokenizer, preprocess, dim, device), eval_images, eval_captions)
     run_summary = {
         "method": "clip",
@@ -92,7 +152,8 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
         "pairs": len(dataset),
         "bad_files": len(dataset.bad_files),
         "config": _jsonable(asdict(cfg)),
-        "final_loss": history[-1]["loss"] if history else None,
+        "world_size": dist.world_size,
+        "final_loss": history[-1]["loss"] if history and "loss" in history[-1] else None,
         "train_seconds": round(seconds, 1),
         "text_to_image_recall": {"untrained": before, "trained": after, "images": n_eval},
         "torch": torch.__version__,
@@ -109,7 +170,8 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
     print(f"\ntext->image recall on {n_eval} images (query = caption, hit = that image)")
     print(f"{'encoder':<12}{'R@1':>8}{'R@5':>8}{'R@10':>8}")
     for name, r in (("untrained", before), ("trained", after)):
-        print(f"{name:<12}{r[1]:>8.3f}{r[5]:>8.3f}{r[10]:>8.3f}")
+        if r is not None:
+            print(f"{name:<12}{r[1]:>8.3f}{r[5]:>8.3f}{r[10]:>8.3f}")
     print(f"\nwrote {cfg.out} (fingerprint {fp[:16]}) after {seconds:.0f} s of training")
     return ClipTrainResult(fp, before, after, history, seconds)
 

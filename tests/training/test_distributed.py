@@ -1,0 +1,52 @@
+"""Two CPU processes (gloo) on halves of a batch give the gradients of one process on the whole batch."""
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tests.conftest import _free_port
+from training.clip import ClipMethod
+from training.clip_model import build_model, model_config
+from training.distributed import DistInfo, wrap
+
+BATCH = 8
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(BATCH, 3, 32, 32, generator=g), torch.randint(1, 2000, (BATCH, 16), generator=g)
+
+
+def _grads(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(model_config("lookalike-micro"))
+    model = wrap(model, DistInfo(rank, world_size, rank), torch.device("cpu"))
+    images, tokens = _data()
+    per = BATCH // world_size
+    method = ClipMethod.create(model, rank, world_size)
+    loss = method.training_step([images[rank * per:(rank + 1) * per], tokens[rank * per:(rank + 1) * per]])["loss"]
+    loss.backward()
+    inner = model.module if hasattr(model, "module") else model
+    return {n: p.grad.detach().clone() for n, p in inner.named_parameters() if p.grad is not None}
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.save(_grads(rank, world_size), os.path.join(out_dir, f"grads{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one_on_the_global_batch(tmp_path):
+    single = _grads(0, 1)
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    for rank in range(2):
+        ddp = torch.load(tmp_path / f"grads{rank}.pt", weights_only=True)
+        assert ddp.keys() == single.keys()
+        for name, g in single.items():
+            torch.testing.assert_close(ddp[name], g, rtol=1e-4, atol=1e-6, msg=f"rank {rank}: {name}")
