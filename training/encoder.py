@@ -5,8 +5,9 @@ model's weights; its string metadata holds one JSON document under the key
 ``lookalike`` with
 
     format       "lookalike-encoder/1"
-    kind         "clip" | "simclr"
-    arch         how to rebuild the network (for CLIP: open_clip model name + full config)
+    kind         "clip" | "simclr" | "moco" | "rotnet"
+    arch         how to rebuild the network (for CLIP: open_clip model name + full config;
+                 for the image-only kinds: {"backbone": spec of ``training.backbones``})
     preprocess   size, mean, std, interpolation, resize_mode
     dim          embedding dimension
     tokenizer    how to tokenise text (CLIP only)
@@ -305,4 +306,27 @@ def _load_open_clip(spec: str, device: torch.device) -> Encoder:
     return _clip_encoder(model, build_tokenizer(model_name, arch["model_cfg"]), meta, device)
 
 
-_BUILDERS: dict[str, Callable[[dict, dict, torch.device], Encoder]] = {"clip": _build_clip}
+def _build_image_only(meta: dict[str, Any], state_dict: dict[str, torch.Tensor], device: torch.device) -> Encoder:
+    """SimCLR, MoCo and RotNet encoders: a backbone (its heads were dropped when saving), no text tower."""
+    from training.backbones import build_backbone
+
+    backbone = build_backbone(meta["arch"]["backbone"])
+    backbone.load_state_dict(state_dict, strict=True)
+    backbone = backbone.to(device).eval()
+    return Encoder(
+        kind=meta["kind"],
+        dim=int(meta["dim"]),
+        fingerprint=meta["fingerprint"],
+        preprocess=Preprocess(**meta["preprocess"]),
+        image_tower=backbone,
+        meta=meta,
+        device=device,
+    )
+
+
+_BUILDERS: dict[str, Callable[[dict, dict, torch.device], Encoder]] = {
+    "clip": _build_clip,
+    "simclr": _build_image_only,
+    "moco": _build_image_only,
+    "rotnet": _build_image_only,
+}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training.eval_clip import EvalConfig, evaluate_encoder, format_table, load_rows, run
+from training.eval_clip import EvalConfig, evaluate_encoder, format_table, load_rows
 from training.evaluate import grouped_image_recall, zero_shot_accuracy
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, interrupt_at
 from training.loop import Interrupted, LoopConfig
 from training.train_clip import ClipTrainConfig, run
 
@@ -30,16 +30,7 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(small_manifest, tmp_pat
     whole = run(_cfg(small_manifest, tmp_path / "whole.safetensors"))
 
     # Interrupt after step 3: the Trainer writes a checkpoint on the way out.
-    from training import loop
-
-    real_one_step = loop.Trainer._one_step
-
-    def one_step_then_die(self, stream):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return real_one_step(self, stream)
-
-    monkeypatch.setattr(loop.Trainer, "_one_step", one_step_then_die)
+    interrupt_at(monkeypatch, 3)
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(Interrupted, match="step 3"):
         run(_cfg(small_manifest, tmp_path / "resumed.safetensors", checkpoint=ckpt))

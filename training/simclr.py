@@ -1,0 +1,52 @@
+"""SimCLR: a backbone, a projection head, and NT-Xent between two augmented views of each image.
+
+Only the backbone goes into the encoder file; the projection head is a training device
+(SimCLR's finding: features before the head transfer better).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from training.losses import nt_xent
+
+
+class ProjectionHead(nn.Sequential):
+    """(B, in_dim) -> (B, out_dim): Linear, [BatchNorm], ReLU, Linear (SimCLR v1's 2-layer MLP)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128, batch_norm: bool = True) -> None:
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim, bias=not batch_norm),
+            nn.BatchNorm1d(hidden_dim) if batch_norm else nn.Identity(),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+
+class SimCLRModel(nn.Module):
+    def __init__(self, backbone: nn.Module, hidden_dim: int = 512, out_dim: int = 128, head_bn: bool = True) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = ProjectionHead(backbone.out_dim, hidden_dim, out_dim, head_bn)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, out_dim) projections
+        return self.head(self.backbone(x))
+
+
+@dataclass
+class SimCLRMethod:
+    model: nn.Module  # a SimCLRModel (the Trainer may wrap it in DDP)
+    temperature: float = 0.5
+    rank: int = 0
+    world_size: int = 1
+
+    def training_step(self, batch: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        view1, view2 = batch  # (B, 3, H, W) each: two augmentations of the same B images
+        b = view1.shape[0]
+        # One forward over both views: the batch norm statistics then cover all 2B views, as in SimCLR.
+        z = self.model(torch.cat([view1, view2]))  # (2B, out_dim)
+        loss = nt_xent(z[:b], z[b:], self.temperature, self.rank, self.world_size)
+        return {"loss": loss}
