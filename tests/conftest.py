@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -60,6 +64,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running_service(encoder, index, database_url: str, timeout: float = 90.0) -> Iterator[str]:
+    """``python -m service`` (a real uvicorn) on a free loopback port; yields its base URL once healthy."""
+    import httpx
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--encoder", str(encoder), "--index", str(index),
+         "--database-url", database_url, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=REPO, env={**env, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the service exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the service did not come up within {timeout:.0f} s")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught (so the exit status says so)
+    assert proc.returncode in (0, -signal.SIGTERM), proc.stdout.read()
+
+
 def _pg_bin() -> Path | None:
     found = shutil.which("initdb")
     if found:
@@ -97,3 +139,18 @@ def postgres_url():
         subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def interrupt_at(monkeypatch, step: int) -> None:
+    """Make every Trainer raise KeyboardInterrupt (as Ctrl-C would) just before optimiser step ``step``;
+    the Trainer then writes its checkpoint and raises ``training.loop.Interrupted``."""
+    from training import loop
+
+    real_one_step = loop.Trainer._one_step
+
+    def one_step_then_die(self, stream):
+        if self.step == step:
+            raise KeyboardInterrupt
+        return real_one_step(self, stream)
+
+    monkeypatch.setattr(loop.Trainer, "_one_step", one_step_then_die)

@@ -80,3 +80,31 @@ def test_cli_reports_a_bad_manifest_without_a_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "row 1 lacks name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_recipes_set_defaults_and_flags_override(small_manifest, tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text('{"_about": "test", "model": "lookalike-micro", "steps": 2, "batch_size": 8, "workers": 0}')
+    out = tmp_path / "r.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "clip", "--recipe", str(recipe), "--data", str(small_manifest),
+         "--caption-key", "name", "--out", str(out), "--steps", "1", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cfg = read_metadata(out)["run"]["config"]
+    assert (cfg["model"], cfg["batch_size"], cfg["loop"]["steps"]) == ("lookalike-micro", 8, 1)
+
+
+@pytest.mark.parametrize("name", ["emoji-cpu.json", "vit-b-32-gpu.json"])
+def test_shipped_recipes_name_only_real_options(name):
+    import argparse
+    import json
+
+    from training.__main__ import _clip_parser
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    _clip_parser(sub)
+    dests = {a.dest for a in sub.choices["clip"]._actions}
+    values = json.loads((REPO / "training" / "recipes" / name).read_text())
+    assert {k for k in values if not k.startswith("_")} <= dests
