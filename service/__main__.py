@@ -1,0 +1,78 @@
+"""``python -m service``: serve an index over HTTP.
+
+    python -m service --encoder ENCODER --index INDEX_DIR [--database-url URL] [--host H] [--port P]
+
+Every flag has a ``LOOKALIKE_*`` environment variable (``LOOKALIKE_ENCODER``,
+``LOOKALIKE_INDEX``, ...); a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+FLAGS = {  # flag -> (Settings field, type, help)
+    "--encoder": ("encoder", str, "encoder file, or open_clip:MODEL/TAG_OR_PATH (the one that built the index)"),
+    "--index": ("index", str, "index root folder (CURRENT and versions/)"),
+    "--database-url": ("database_url", str, "SQLAlchemy URL of the catalog (default: SQLite beside the index)"),
+    "--collection": ("collection", str, "catalog collection the index was built for (default: default)"),
+    "--host": ("host", str, "address to listen on (default: 127.0.0.1)"),
+    "--port": ("port", int, "port to listen on (default: 8000)"),
+    "--device": ("device", str, "torch device for the encoder (default: cpu)"),
+    "--log-level": ("log_level", str, "uvicorn log level (default: info)"),
+}
+
+
+def parse_overrides(argv: list[str] | None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, (dest, kind, help_) in FLAGS.items():
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_)
+    args = parser.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        field = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "missing":
+            parts.append(f"no {field} configured (pass --{field.replace('_', '-')} or set LOOKALIKE_{field.upper()})")
+        else:
+            parts.append(f"{field}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides = parse_overrides(argv)
+    from service.app import create_app
+    from service.settings import Settings
+    from service.state import Resources, StartupError
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"error: {_settings_problem(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        resources = Resources.load(settings)  # before uvicorn: a bad set-up is one line and exit 2, not a traceback
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    try:
+        uvicorn.run(create_app(settings, resources=resources), host=settings.host, port=settings.port,
+                    log_level=settings.log_level)
+    finally:
+        resources.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

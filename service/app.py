@@ -1,0 +1,69 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan, routers and error handlers."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.body_limit import BodyLimitMiddleware
+from service.errors import install_error_handlers
+from service.routes import classify, health, items, search
+from service.schemas import API_PREFIX, ErrorResponse
+from service.settings import Settings
+from service.state import Resources
+from service.web import mount_web
+
+DESCRIPTION = """\
+Search an image collection by text or by example, and classify images into labels
+that nobody trained the encoder on (zero-shot). Every error is JSON of the form
+`{"error": {"code": ..., "message": ..., "detail": ...}}`.
+"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lookalike")
+    except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
+    """The service for ``settings`` (default: from ``LOOKALIKE_*``).
+
+    Encoder, index and catalog are loaded in the lifespan, or taken from ``resources``
+    when the caller has loaded them already (they then stay the caller's to close).
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = resources is None
+        loaded = await run_in_threadpool(Resources.load, settings) if owned else resources
+        app.state.resources = loaded
+        try:
+            yield
+        finally:
+            app.state.resources = None
+            if owned:
+                loaded.close()
+
+    app = FastAPI(
+        title="lookalike",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={404: {"model": ErrorResponse, "description": "`not_found`"}},
+    )
+    app.state.settings = settings
+    app.state.resources = None
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    for router in (search.router, classify.router, items.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    mount_web(app)
+    return app

@@ -1,0 +1,74 @@
+"""Concurrent queries batched into one encoder call.
+
+Requests submit one item each and await their own row of the result. A single
+drain task per batcher runs the encoder in a worker thread on everything that is
+waiting (up to ``max_batch``); requests that arrive meanwhile form the next batch.
+So a lone request waits for nothing, and under load the encoder sees full
+batches instead of many calls of one, one at a time instead of all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable, Generic, Sequence, TypeVar
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+T = TypeVar("T")
+
+
+class Batcher(Generic[T]):
+    """``await batcher.submit(item)`` -> ``fn([..., item, ...])[i]``, with concurrent submits sharing calls."""
+
+    def __init__(self, fn: Callable[[Sequence[T]], np.ndarray], max_batch: int = 32) -> None:
+        self.fn = fn  # items -> (B, ...) array, one row per item
+        self.max_batch = max_batch
+        self.calls = 0  # how many times fn ran (batches), for tests and metrics
+        self._pending: deque[tuple[T, asyncio.Future]] = deque()
+        self._drainer: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, item: T) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (e.g. the app started again): forget the old one's state
+            self._loop, self._pending, self._drainer = loop, deque(), None
+        future = loop.create_future()
+        self._pending.append((item, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let requests that arrived in the same tick join the first batch
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(len(self._pending), self.max_batch))]
+            batch = [(item, fut) for item, fut in batch if not fut.done()]  # drop cancelled requests
+            if batch:
+                await self._run(batch)
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+        try:
+            self.calls += 1
+            rows = await run_in_threadpool(self.fn, [item for item, _ in batch])
+            if len(rows) != len(batch):
+                raise RuntimeError(f"batch function returned {len(rows)} rows for {len(batch)} items")
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exception=exc)
+                return
+            for one in batch:  # one bad item must not fail the others: retry them alone
+                await self._run([one])
+            return
+        for (_, fut), row in zip(batch, rows):
+            _settle(fut, result=row)
+
+
+def _settle(fut: asyncio.Future, result: object = None, exception: BaseException | None = None) -> None:
+    if fut.done():  # the request went away while its batch ran
+        return
+    if exception is not None:
+        fut.set_exception(exception)
+    else:
+        fut.set_result(result)

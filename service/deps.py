@@ -1,0 +1,26 @@
+"""FastAPI dependencies: what a route may ask for, read from ``request.app.state``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import ApiError
+from service.settings import Settings
+from service.state import Resources
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_resources(request: Request) -> Resources:
+    resources = getattr(request.app.state, "resources", None)
+    if resources is None:  # only between a failed/finished lifespan and the last request
+        raise ApiError(503, "unavailable", "the service is not ready: its encoder and index are not loaded")
+    return resources
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ResourcesDep = Annotated[Resources, Depends(get_resources)]

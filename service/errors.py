@@ -1,0 +1,127 @@
+"""One JSON shape for every error the service returns.
+
+    {"error": {"code": "<snake_case>", "message": "<a sentence for a person>", "detail": <JSON or null>}}
+
+``code`` is stable and meant for programs; ``message`` may change wording. Caller
+mistakes get a 4xx with their own code; a 500 (``internal_error``) means a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from training.encoder import NoTextTower
+
+log = logging.getLogger(__name__)
+
+# pydantic error types that the request schemas raise on purpose and that are their own error code
+DOMAIN_ERROR_TYPES = frozenset({"empty_query"})
+
+# codes for the statuses that Starlette/FastAPI raise by themselves (routing, body parsing)
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error the service means to return: an HTTP status, a stable code and a message."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.headers = headers
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail}}
+
+
+def error_response(status: int, code: str, message: str, detail: Any = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, detail), status_code=status, headers=headers)
+
+
+def field_error(loc: tuple[str | int, ...], msg: str, type_: str) -> dict[str, Any]:
+    """One entry of a 422's ``detail`` list, the same shape pydantic's errors are reported in."""
+    return {"loc": list(loc), "msg": msg, "type": type_}
+
+
+def validation_error(loc: tuple[str | int, ...], msg: str, type_: str = "value_error",
+                     code: str = "validation_error") -> ApiError:
+    """A 422 for a request that parsed but breaks a limit the settings set."""
+    return ApiError(422, code, f"{'.'.join(map(str, loc))}: {msg}", [field_error(loc, msg, type_)])
+
+
+def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+    # Only loc/msg/type: pydantic's "input" may echo a huge body, its "ctx" may hold exception objects.
+    return [field_error(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in errors]
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, exc.detail, exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = _jsonable_errors(exc.errors())
+    domain = [e for e in errors if e["type"] in DOMAIN_ERROR_TYPES]
+    code = domain[0]["type"] if domain else "validation_error"
+    first = (domain or errors or [field_error((), "the request is not valid", "value_error")])[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = f"{where}: {first['msg']}" if where else first["msg"]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(422, code, message, errors)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    status = exc.status_code
+    code = HTTP_CODES.get(status, f"http_{status}")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:  # a status outside the standard set
+        phrase = ""
+    if status == 404 and exc.detail in (None, phrase):
+        message = f"nothing at {request.method} {request.url.path}"
+    elif status == 405 and exc.detail in (None, phrase):
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail) if exc.detail else phrase
+    return error_response(status, code, message, None, getattr(exc, "headers", None))
+
+
+async def _no_text_tower(request: Request, exc: NoTextTower) -> JSONResponse:
+    return error_response(400, "no_text_tower", str(exc))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "the server failed to handle this request; the error has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(NoTextTower, _no_text_tower)
+    app.add_exception_handler(Exception, _unexpected)

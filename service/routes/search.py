@@ -1,0 +1,49 @@
+"""``POST /v1/search/text`` and ``POST /v1/search/image``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service import search
+from service.deps import ResourcesDep, SettingsDep
+from service.limits import check_k, check_text
+from service.schemas import ErrorResponse, SearchResponse, TextSearchRequest
+from service.uploads import read_image
+
+router = APIRouter(prefix="/search", tags=["search"])
+
+_UPLOAD_ERRORS = {
+    400: {"model": ErrorResponse, "description": "`bad_image`: empty or corrupt image"},
+    413: {"model": ErrorResponse, "description": "`image_too_large`: too many bytes or pixels"},
+    415: {"model": ErrorResponse, "description": "`unsupported_media_type` / `not_an_image`"},
+    422: {"model": ErrorResponse, "description": "`validation_error`: bad or missing fields"},
+}
+
+
+@router.post(
+    "/text", response_model=SearchResponse, summary="Find images by text",
+    responses={
+        400: {"model": ErrorResponse, "description": "`no_text_tower`: the encoder embeds images only"},
+        422: {"model": ErrorResponse, "description": "`empty_query` or `validation_error` (e.g. k out of range)"},
+    },
+)
+async def search_text(body: TextSearchRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
+    """The `k` indexed images that best match the words of `query`, best first."""
+    check_k(body.k, settings, ("body", "k"))
+    check_text(body.query, settings, ("body", "query"))
+    return await search.search_text(res, body.query, body.k)
+
+
+@router.post("/image", response_model=SearchResponse, summary="Find similar images", responses=_UPLOAD_ERRORS)
+async def search_image(
+    file: Annotated[UploadFile, File(description="the query image (PNG, JPEG, GIF, WebP, ...)")],
+    res: ResourcesDep,
+    settings: SettingsDep,
+    k: Annotated[int, Form(ge=1, description="how many results (at most the server's max_k)")] = 10,
+) -> SearchResponse:
+    """The `k` indexed images that look most like the uploaded one, best first."""
+    check_k(k, settings, ("body", "k"))
+    image = await read_image(file, settings)
+    return await search.search_image(res, image, k)

@@ -1,0 +1,150 @@
+"""Request and response bodies of the HTTP API (pydantic models; they are also the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from index.catalog import Item as CatalogItem
+
+API_PREFIX = "/v1"
+
+_EMOJI_META = {"vendor": "google", "code": "1f436", "name": "dog face", "category": "Animals & Nature"}
+_HIT_EXAMPLE = {
+    "id": 412, "score": 0.83, "source": "/data/emoji/google/1f436.png", "collection": "default",
+    "metadata": _EMOJI_META, "image_url": "/v1/items/412/image",
+}
+
+
+def item_image_path(item_id: int) -> str:
+    """Where ``GET /v1/items/{id}/image`` serves an item's picture."""
+    return f"{API_PREFIX}/items/{item_id}/image"
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)  # SQLite hands back naive UTC
+
+
+class TextSearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "dog face", "k": 5}]},
+    )
+
+    query: str = Field(description="what to look for, in words; surrounding whitespace is ignored")
+    k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)")
+
+    @field_validator("query")
+    @classmethod
+    def _not_empty(cls, query: str) -> str:
+        query = query.strip()
+        if not query:
+            raise PydanticCustomError("empty_query", "the query is empty: give some words to search for")
+        return query
+
+
+class SearchHit(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_HIT_EXAMPLE]})
+
+    id: int = Field(description="catalog id of the item (also its FAISS vector id)")
+    score: float = Field(description="cosine similarity between the query and the item, higher is closer")
+    source: str = Field(description="where the indexed image lives")
+    collection: str
+    metadata: dict[str, Any] = Field(description="the manifest columns the item was indexed with")
+    image_url: str = Field(description="path of the item's picture on this server")
+
+    @classmethod
+    def of(cls, item: CatalogItem, score: float) -> SearchHit:
+        return cls(id=item.id, score=float(score), source=item.source, collection=item.collection,
+                   metadata=item.meta or {}, image_url=item_image_path(item.id))
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "results": [_HIT_EXAMPLE],
+        "took_ms": 12.5, "index_version": "20261128T120000000000Z-3f2a",
+    }]})
+
+    results: list[SearchHit] = Field(description="best first")
+    took_ms: float = Field(description="time spent on the server, in milliseconds")
+    index_version: str = Field(description="the index version that answered")
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class ClassifyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "labels": [{"label": "dog", "probability": 0.91}, {"label": "cat", "probability": 0.09}],
+        "templates": ["a photo of a {}.", "{}"], "took_ms": 20.1,
+    }]})
+
+    labels: list[LabelProbability] = Field(description="every label given, most probable first; probabilities sum to 1")
+    templates: list[str] = Field(description="the prompt templates each label was embedded with")
+    took_ms: float
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": 412, "source": "/data/emoji/google/1f436.png", "collection": "default",
+        "content_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "metadata": _EMOJI_META, "created_at": "2026-11-28T12:00:00Z", "updated_at": "2026-11-28T12:00:00Z",
+        "image_url": "/v1/items/412/image",
+    }]})
+
+    id: int
+    source: str
+    collection: str
+    content_hash: str = Field(description="sha256 of the image file's bytes")
+    metadata: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    image_url: str
+
+    @classmethod
+    def of(cls, item: CatalogItem) -> ItemOut:
+        return cls(id=item.id, source=item.source, collection=item.collection, content_hash=item.content_hash,
+                   metadata=item.meta or {}, created_at=_utc(item.created_at), updated_at=_utc(item.updated_at),
+                   image_url=item_image_path(item.id))
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "ok", "index_version": "20261128T120000000000Z-3f2a", "count": 766,
+        "encoder_fingerprint": "5d41402abc4b2a76b9719d911017c592…", "collection": "default", "can_encode_text": True,
+    }]})
+
+    status: str
+    index_version: str
+    count: int = Field(description="vectors in the index version")
+    encoder_fingerprint: str
+    collection: str
+    can_encode_text: bool = Field(description="whether text search and zero-shot classification are available")
+
+
+class Ready(BaseModel):
+    status: str
+    catalog_items: int = Field(description="items of the served collection in the catalog")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable snake_case code for programs")
+    message: str = Field(description="a sentence for a person")
+    detail: Any = Field(None, description="more about the error, e.g. the invalid fields of a 422")
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error response."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "error": {"code": "empty_query", "message": "body.query: the query is empty: give some words to search for",
+                  "detail": [{"loc": ["body", "query"], "msg": "the query is empty: give some words to search for",
+                              "type": "empty_query"}]},
+    }]})
+
+    error: ErrorBody

@@ -1,0 +1,56 @@
+"""What a deployment configures: ``LOOKALIKE_*`` environment variables (or ``python -m service`` flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from index.__main__ import default_database_url
+from service.templates import DEFAULT_TEMPLATES, template_problem
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; ``Settings()`` reads them from ``LOOKALIKE_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", extra="ignore")
+
+    encoder: str = Field(
+        description="encoder file, or open_clip:MODEL/TAG_OR_PATH; must be the one that built the index")
+    index: Path = Field(description="index root folder (holds CURRENT and versions/)")
+    database_url: str = Field("", description="SQLAlchemy URL of the catalog; default: SQLite beside the index folder")
+    collection: str = "default"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    device: str = "cpu"
+    log_level: str = "info"
+    max_upload_bytes: PositiveInt = 20 * MiB
+    max_image_pixels: PositiveInt = 64_000_000
+    max_k: PositiveInt = 100
+    max_labels: PositiveInt = 100
+    max_text_chars: PositiveInt = 1000
+    default_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
+    label_cache_size: PositiveInt = 64
+    max_batch: PositiveInt = Field(32, description="most queries batched into one encoder call")
+
+    @field_validator("default_templates")
+    @classmethod
+    def _templates_have_a_slot(cls, templates: list[str]) -> list[str]:
+        for t in templates:
+            if problem := template_problem(t):
+                raise ValueError(problem)
+        return templates
+
+    @model_validator(mode="after")
+    def _default_database_url(self) -> Settings:
+        if not self.database_url:
+            self.database_url = default_database_url(self.index)
+        return self
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Whole request bodies: one upload plus room for the multipart framing and form fields."""
+        return self.max_upload_bytes + MiB

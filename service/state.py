@@ -1,0 +1,139 @@
+"""What the service loads once at start-up and shares between requests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from index.build import redact
+from index.catalog import Catalog
+from index.version import EncoderMismatch, IndexVersion, open_current
+from service.batching import Batcher
+from service.settings import Settings
+from training.encoder import Encoder, load_encoder
+
+log = logging.getLogger(__name__)
+
+LabelKey = tuple[tuple[str, ...], tuple[str, ...]]  # (labels, templates)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start: a missing or unreadable artefact, or an encoder and index that disagree."""
+
+
+class LabelWeightCache:
+    """A small thread-safe LRU of zero-shot class weights (L, dim), keyed by (labels, templates)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[LabelKey, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_compute(self, key: LabelKey, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        weights = compute()  # outside the lock: two threads may both compute a new key; both get the same answer
+        with self._lock:
+            self._entries[key] = weights
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return weights
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class Resources:
+    """The encoder, the current index version and the catalog that one service instance answers from."""
+
+    settings: Settings
+    encoder: Encoder
+    version: IndexVersion
+    catalog: Catalog
+    label_weights: LabelWeightCache = field(init=False)
+    image_batcher: Batcher = field(init=False)  # PIL images -> (B, dim)
+    text_batcher: Batcher | None = field(init=False)  # strings -> (B, dim); None for image-only encoders
+
+    def __post_init__(self) -> None:
+        self.label_weights = LabelWeightCache(self.settings.label_cache_size)
+        self.image_batcher = Batcher(self.encoder.encode_images, self.settings.max_batch)
+        self.text_batcher = None
+        if self.encoder.can_encode_text:
+            self.text_batcher = Batcher(self.encoder.encode_texts, self.settings.max_batch)
+
+    @classmethod
+    def load(cls, settings: Settings) -> Resources:
+        """Load and cross-check everything; raises StartupError with a message a person can act on."""
+        # IndexVersionError and a damaged manifest are ValueErrors; faiss reports unreadable files as RuntimeError
+        try:
+            version = open_current(settings.index)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise StartupError(f"cannot open the index at {settings.index}: {exc}") from exc
+        try:
+            encoder = load_encoder(settings.encoder, settings.device)
+        except (ValueError, OSError, RuntimeError) as exc:  # EncoderError is a ValueError; so is an unknown model
+            raise StartupError(f"cannot load the encoder {settings.encoder}: {exc}") from exc
+        try:
+            version.check_encoder(encoder.fingerprint)
+        except EncoderMismatch as exc:
+            raise StartupError(
+                f"encoder/index mismatch: {exc} (index built by {version.fingerprint}, "
+                f"configured encoder {settings.encoder} is {encoder.fingerprint})"
+            ) from exc
+        built_for = version.manifest.get("collection")
+        if built_for is not None and built_for != settings.collection:
+            raise StartupError(
+                f"index version {version.name} holds collection {built_for!r}, "
+                f"but the service is configured for collection {settings.collection!r}"
+            )
+        catalog = open_catalog(settings.database_url)
+        try:
+            items = catalog.count(settings.collection)
+        except SQLAlchemyError as exc:
+            catalog.dispose()
+            raise StartupError(
+                f"cannot read the catalog at {redact(settings.database_url)} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0]}); was the index built with this database?"
+            ) from exc
+        if version.count and not items:
+            catalog.dispose()
+            raise StartupError(
+                f"the catalog at {redact(settings.database_url)} has no items in collection "
+                f"{settings.collection!r}, but index version {version.name} holds {version.count} vectors; "
+                f"point --database-url at the catalog the index was built with "
+                f"(it recorded {version.manifest.get('catalog', 'no catalog URL')})"
+            )
+        log.info("serving index version %s (%d vectors, collection %r) with encoder %s (%s)",
+                 version.name, version.count, settings.collection, settings.encoder, encoder.fingerprint[:16])
+        return cls(settings=settings, encoder=encoder, version=version, catalog=catalog)
+
+    def close(self) -> None:
+        self.catalog.dispose()
+
+
+def open_catalog(url: str) -> Catalog:
+    """The catalog at ``url``; an SQLite file must already exist (a reader never creates an empty one)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StartupError(f"not a database URL: {url!r} ({exc})") from exc
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database).expanduser()
+        if not path.is_file():
+            raise StartupError(f"catalog database not found: {path} (build the index first, or pass --database-url)")
+    try:
+        return Catalog(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # unknown dialect, driver not installed
+        raise StartupError(f"cannot open the catalog at {redact(url)}: {exc}") from exc

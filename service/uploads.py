@@ -1,0 +1,43 @@
+"""Reading an uploaded image safely: declared type, size cap, then a decode with pixel limits."""
+
+from __future__ import annotations
+
+from fastapi import UploadFile
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from index.decode import BadImage, DecodeLimits, open_image
+from service.errors import ApiError
+from service.settings import Settings
+
+ACCEPTED_GENERIC_TYPE = "application/octet-stream"  # what clients send when they do not know the type
+
+_BAD_IMAGE = {  # BadImage.reason -> (status, code)
+    "empty": (400, "bad_image"),
+    "corrupt": (400, "bad_image"),
+    "not_an_image": (415, "not_an_image"),
+    "too_many_pixels": (413, "image_too_large"),
+}
+
+
+def media_type(upload: UploadFile) -> str:
+    """The upload's declared type without parameters, lower case; none declared counts as generic bytes."""
+    declared = (upload.content_type or "").split(";", 1)[0].strip().lower()
+    return declared or ACCEPTED_GENERIC_TYPE
+
+
+async def read_image(upload: UploadFile, settings: Settings) -> Image.Image:
+    """The decoded first frame of ``upload``; raises ApiError 415/413/400 for anything else."""
+    declared = media_type(upload)
+    if not (declared.startswith("image/") or declared == ACCEPTED_GENERIC_TYPE):
+        raise ApiError(415, "unsupported_media_type",
+                       f"the upload is declared as {declared}; send an image (image/*) or application/octet-stream")
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ApiError(413, "image_too_large",
+                       f"the upload is larger than the limit of {settings.max_upload_bytes} bytes")
+    try:
+        return await run_in_threadpool(open_image, data, DecodeLimits(settings.max_image_pixels))
+    except BadImage as exc:
+        status, code = _BAD_IMAGE.get(exc.reason, (400, "bad_image"))
+        raise ApiError(status, code, str(exc), {"reason": exc.reason}) from None

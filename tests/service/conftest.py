@@ -1,0 +1,129 @@
+"""Real artefacts for the service tests: a micro CLIP trained for a few steps, an index built with it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.schemas import ErrorResponse
+from tests.conftest import SAMPLE, sample_rows, write_manifest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+ERROR_KEYS = {"code", "message", "detail"}
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    """``response`` is the service's error shape with this status and code; returns the error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == ERROR_KEYS, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"], error
+    ErrorResponse.model_validate(body)  # the shape the OpenAPI schema documents
+    json.dumps(error["detail"])
+    return error
+
+
+def png_bytes(image: Image.Image, format: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=format)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, small_manifest, micro_encoder) -> dict:
+    """The small manifest indexed with the micro encoder into a SQLite catalog."""
+    from index.build import BuildConfig, build
+
+    root = tmp_path_factory.mktemp("served")
+    url = f"sqlite:///{root / 'catalog.db'}"
+    report = build(BuildConfig(encoder=str(micro_encoder), source=small_manifest, out=root / "index",
+                               database_url=url, workers=0, progress=False))
+    assert report.indexed > 0 and not report.failures
+    return {"encoder": str(micro_encoder), "index": root / "index", "database_url": url, "count": report.indexed}
+
+
+@pytest.fixture(scope="session")
+def make_settings(built_index):
+    from service.settings import Settings
+
+    def make(**overrides) -> Settings:
+        base = {k: built_index[k] for k in ("encoder", "index", "database_url")}
+        return Settings(**{**base, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def serve(make_settings):
+    """``with serve(**settings_overrides) as client:`` a TestClient whose lifespan has run."""
+    from service.app import create_app
+
+    @contextmanager
+    def run(raise_server_exceptions: bool = True, **overrides) -> Iterator[TestClient]:
+        app = create_app(make_settings(**overrides))
+        with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
+            yield client
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def client(serve) -> Iterator[TestClient]:
+    """One service with default limits, shared by the tests that do not change settings."""
+    with serve() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def indexed_rows(small_manifest) -> list[dict]:
+    """The manifest rows the served index holds (``file`` absolute)."""
+    return [json.loads(line) for line in small_manifest.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def sample_png(indexed_rows) -> Path:
+    """An indexed image file (a 64x64 RGBA emoji PNG)."""
+    return Path(indexed_rows[0]["file"])
+
+
+@pytest.fixture(scope="session")
+def perishable_index(tmp_path_factory, micro_encoder) -> dict:
+    """Four images copied to a temp folder and indexed there, so that a test may delete a file."""
+    from index.build import BuildConfig, build
+
+    root = tmp_path_factory.mktemp("perishable")
+    images = root / "images"
+    images.mkdir()
+    rows = []
+    for row in sample_rows()[:4]:
+        copy = images / Path(row["file"]).name
+        shutil.copy(SAMPLE / row["file"], copy)
+        rows.append({**row, "file": str(copy)})  # absolute: write_manifest keeps it
+    manifest = write_manifest(root / "few.jsonl", rows)
+    url = f"sqlite:///{root / 'catalog.db'}"
+    build(BuildConfig(encoder=str(micro_encoder), source=manifest, out=root / "index", database_url=url,
+                      workers=0, progress=False))
+    return {"encoder": str(micro_encoder), "index": root / "index", "database_url": url, "images": images}
+
+
+@pytest.fixture(scope="session")
+def live_server(built_index) -> Iterator[str]:
+    """``python -m service`` on a free loopback port (a real uvicorn); yields its base URL."""
+    from tests.conftest import running_service
+
+    with running_service(built_index["encoder"], built_index["index"], built_index["database_url"]) as base:
+        yield base
