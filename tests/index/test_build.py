@@ -1,10 +1,7 @@
 import json
-import shutil
 import subprocess
 import sys
 
-import numpy as np
-import pytest
 
 from index.build import BuildConfig, build
 from index.catalog import Catalog
