@@ -1,0 +1,67 @@
+# lookalike — the commands a person and CI run.
+#
+#   make demo   set up .venv, train a small CLIP on the sample (if no encoder is given),
+#               index the sample images, serve the API and web page on http://127.0.0.1:8000
+#   make test   set up .venv (with the dev extras) and run the whole test suite
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+DATA    ?= data
+SAMPLE  ?= samples/emoji/metadata.jsonl
+ENCODER ?= $(DATA)/encoder.safetensors
+INDEX   ?= $(DATA)/index
+DATABASE_URL ?= sqlite:///$(abspath $(DATA))/catalog.db
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+STEPS   ?= 200
+PYTEST_ARGS ?=
+
+# torch comes first and pinned: pip takes this release from the local wheel cache
+# where there is one, and it is the one the tests were run against.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install install-dev demo train index serve test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[postgres]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Train only when the default encoder file is missing; `make demo ENCODER=...` uses yours
+# (a file from `python -m training`, or open_clip:MODEL/TAG_OR_CHECKPOINT).
+$(DATA)/encoder.safetensors: | $(VENV)/.installed
+	$(PY) -m training clip --data $(SAMPLE) --image-key file --caption-key name \
+		--out $@ --model lookalike-tiny --steps $(STEPS)
+
+train: $(DATA)/encoder.safetensors
+
+index: $(VENV)/.installed $(if $(filter $(DATA)/encoder.safetensors,$(ENCODER)),$(ENCODER))
+	$(PY) -m index build --encoder '$(ENCODER)' --source $(SAMPLE) --out $(INDEX) \
+		--database-url '$(DATABASE_URL)'
+
+serve: $(VENV)/.installed
+	$(PY) -m service --encoder '$(ENCODER)' --index $(INDEX) --database-url '$(DATABASE_URL)' \
+		--host $(HOST) --port $(PORT)
+
+demo: index
+	@echo "serving on http://$(HOST):$(PORT)  (web page at /, API docs at /docs; Ctrl-C stops)"
+	$(MAKE) --no-print-directory serve
+
+test: $(VENV)/.installed-dev
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(DATA) .pytest_cache
