@@ -59,6 +59,8 @@ def _clip_parser(sub) -> None:
                    help="start from these weights: an open_clip tag (downloads) or a local checkpoint file")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT-style)")
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
+    p.add_argument("--loss", choices=["clip", "siglip"], default="clip",
+                   help="clip: softmax contrastive (ClipLoss); siglip: pairwise sigmoid (SigLipLoss)")
     p.add_argument("--image-size", type=int, default=None, help="override the model's input size")
     _loop_flags(p, batch_size=128, grad_clip=1.0, steps=600, lr=1e-3, weight_decay=0.1, warmup=50)
     p.add_argument("--val-data", type=Path, default=None, help="validation manifest for the periodic monitor")
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ClipTrainConfig(
             data=args.data, out=args.out, image_key=args.image_key, caption_key=args.caption_key,
             model=args.model, pretrained=args.pretrained, lock_image=args.lock_image, lock_text=args.lock_text,
+            loss=args.loss,
             image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
             seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
             log_file=args.log_file, val_data=args.val_data, val_label_keys=args.val_label_key,

@@ -6,6 +6,7 @@ Runs unchanged on one CPU or under ``torchrun`` on several GPUs / machines.
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,7 @@ class ClipTrainConfig:
     pretrained: str | None = None  # open_clip tag or local checkpoint file to start from
     lock_image: bool = False
     lock_text: bool = False
+    loss: str = "clip"  # clip (softmax, open_clip.ClipLoss) or siglip (pairwise sigmoid, open_clip.SigLipLoss)
     image_size: int | None = None
     batch_size: int = 128  # per process
     workers: int = 2
@@ -77,6 +79,9 @@ def make_model(cfg: ClipTrainConfig) -> tuple[torch.nn.Module, dict]:
     model_cfg = model_config(cfg.model)
     if cfg.image_size:
         model_cfg["vision_cfg"]["image_size"] = cfg.image_size
+    if cfg.loss == "siglip" and model_cfg.get("init_logit_bias") is None and not cfg.pretrained:
+        # SigLIP's initialisation: t = 10, b = -10, so that the many negatives start near probability 0
+        model_cfg.update(init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
     if cfg.pretrained:
         model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, require_pretrained=True,
                                        force_image_size=cfg.image_size)
@@ -114,7 +119,7 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
                                tokenizer, seed=cfg.seed)
     batch_size = min(cfg.batch_size, len(dataset) // dist.world_size)
     trainer = Trainer(
-        ClipMethod.create(model, dist.rank, dist.world_size), cfg.loop, device, dist,
+        ClipMethod.create(model, dist.rank, dist.world_size, cfg.loss), cfg.loop, device, dist,
         checkpoint=cfg.checkpoint_path, log_file=cfg.log_file,
         monitor=_monitor(cfg, tokenizer, preprocess, dim, device),
     )
