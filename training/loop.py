@@ -47,6 +47,7 @@ class LoopConfig:
     eval_every: int = 0  # run the monitor every N steps (0: only at the end)
     checkpoint_every: int = 0  # 0: only on interrupt and at the end
     progress: bool = True
+    tensorboard_dir: str | None = None  # also write logged rows as TensorBoard scalars here (needs tensorboard)
 
 
 def seed_everything(seed: int) -> None:
@@ -135,6 +136,7 @@ class Trainer:
         method.model = model
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self._tensorboard = None  # SummaryWriter, opened at the first logged row
 
     # -- checkpoints ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -174,10 +176,28 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------
     def _log(self, row: dict[str, float]) -> None:
         self.history.append(row)
-        if self.log_file is not None and self.dist.is_main:
+        if not self.dist.is_main:
+            return
+        if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_file, "a") as f:
                 f.write(json.dumps(row) + "\n")
+        if self.cfg.tensorboard_dir:
+            writer = self._tensorboard_writer()
+            for key, value in row.items():
+                if key != "step":
+                    writer.add_scalar(key, value, int(row["step"]))
+            writer.flush()
+
+    def _tensorboard_writer(self):
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            # purge_step: a resumed run replaces what the interrupted one logged after its checkpoint
+            self._tensorboard = SummaryWriter(self.cfg.tensorboard_dir, purge_step=self.step + 1 if self.step else None)
+        return self._tensorboard
 
     def _run_monitor(self) -> dict[str, float]:
         if self.monitor is None or not self.dist.is_main:
@@ -228,6 +248,9 @@ class Trainer:
             bar.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
         self.save_checkpoint()
         unwrap(self.raw_model).eval()
         return self.history
