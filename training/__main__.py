@@ -35,13 +35,16 @@ def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float
     p.add_argument("--resume", type=Path, default=None, help="continue exactly from this checkpoint")
     p.add_argument("--log-file", type=Path, default=None, help="append logged steps here as JSONL")
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                   help="also write the logged steps as TensorBoard scalars to DIR (needs tensorboard)")
 
 
 def _loop_config(args: argparse.Namespace) -> LoopConfig:
     return LoopConfig(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup,
                       grad_clip=args.grad_clip or None, accum_steps=args.accum_steps, precision=args.precision,
                       compile=args.compile, log_every=args.log_every, eval_every=args.eval_every,
-                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                      tensorboard_dir=str(args.tensorboard) if args.tensorboard else None)
 
 
 def _clip_parser(sub) -> None:
@@ -49,14 +52,21 @@ def _clip_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", type=Path, default=None,
                    help="JSON file of option defaults (training/recipes/*.json); flags given here override it")
-    p.add_argument("--data", type=Path, required=True, help="JSONL or CSV manifest; image paths relative to it")
-    p.add_argument("--image-key", default="file", help="manifest column with the image path")
-    p.add_argument("--caption-key", default="caption", help="manifest column with the caption")
+    p.add_argument("--data", type=Path, required=True,
+                   help="JSONL or CSV manifest (image paths relative to it), or webdataset shards: "
+                        "'DIR/{00000..00099}.tar' or a folder of .tar files")
+    p.add_argument("--image-key", default="file",
+                   help="manifest column with the image path; for shards the image extension(s), e.g. 'jpg;png'")
+    p.add_argument("--caption-key", default="caption",
+                   help="manifest column with the caption; for shards the caption extension, e.g. 'txt'")
     p.add_argument("--out", type=Path, required=True, help="encoder file to write (.safetensors)")
     p.add_argument("--model", default="lookalike-tiny",
                    help="open_clip model name (lookalike-tiny and lookalike-micro are small CPU configs)")
     p.add_argument("--pretrained", default=None,
                    help="start from these weights: an open_clip tag (downloads) or a local checkpoint file")
+    p.add_argument("--image-tower", type=Path, default=None, metavar="ENCODER",
+                   help="use this image-only encoder file (simclr/moco/rotnet) as the image tower, with a "
+                        "learnt projection; with --lock-image its backbone stays frozen (LiT)")
     p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT-style)")
     p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
     p.add_argument("--loss", choices=["clip", "siglip"], default="clip",
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ClipTrainConfig(
             data=args.data, out=args.out, image_key=args.image_key, caption_key=args.caption_key,
             model=args.model, pretrained=args.pretrained, lock_image=args.lock_image, lock_text=args.lock_text,
-            loss=args.loss,
+            loss=args.loss, image_tower=args.image_tower,
             image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
             seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
             log_file=args.log_file, val_data=args.val_data, val_label_keys=args.val_label_key,

@@ -61,3 +61,53 @@ def preprocess_of(model: torch.nn.Module) -> dict[str, Any]:
         "interpolation": cfg.get("interpolation", "bicubic"),
         "resize_mode": cfg.get("resize_mode", "shortest"),
     }
+
+
+class BackboneTower(torch.nn.Module):
+    """A CLIP image tower made of an image-only encoder's backbone and a linear projection to the joint
+    space: (B, 3, H, W) -> (B, embed_dim). With it, a SimCLR / MoCo / RotNet encoder of this project
+    becomes the image side of a CLIP model, and only the text tower (and the projection) must learn
+    to meet it — LiT's recipe ("locked image, text tuning") with a self-supervised image model.
+
+    ``locked``: the backbone's weights are frozen and its batch-norm statistics stay as they were
+    (the module keeps the backbone in eval mode even while the model trains); the projection trains.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, embed_dim: int, preprocess: dict[str, Any],
+                 locked: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.proj = torch.nn.Linear(backbone.out_dim, embed_dim, bias=False)
+        self.preprocess_cfg = dict(preprocess)  # read by preprocess_of, like open_clip's towers
+        self.image_size = preprocess["size"]
+        self.locked = False
+        if locked:
+            self.lock()
+
+    def lock(self) -> None:
+        self.locked = True
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> "BackboneTower":
+        super().train(mode)
+        if self.locked:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.locked:
+            with torch.no_grad():
+                features = self.backbone(x)
+            return self.proj(features)
+        return self.proj(self.backbone(x))
+
+
+def attach_backbone_tower(model: torch.nn.Module, spec: dict[str, Any], embed_dim: int,
+                          preprocess: dict[str, Any], locked: bool = False) -> BackboneTower:
+    """Replace ``model.visual`` by a ``BackboneTower`` around a fresh backbone of ``spec``; returns the tower."""
+    from training.backbones import build_backbone
+
+    model.visual = BackboneTower(build_backbone(spec), int(embed_dim), preprocess, locked)
+    return model.visual

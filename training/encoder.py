@@ -6,7 +6,9 @@ model's weights; its string metadata holds one JSON document under the key
 
     format       "lookalike-encoder/1"
     kind         "clip" | "simclr" | "moco" | "rotnet"
-    arch         how to rebuild the network (for CLIP: open_clip model name + full config;
+    arch         how to rebuild the network (for CLIP: open_clip model name + full config, and
+                 "image_tower": {"backbone": spec, ...} when an image-only encoder's backbone
+                 replaced the open_clip image tower;
                  for the image-only kinds: {"backbone": spec of ``training.backbones``})
     preprocess   size, mean, std, interpolation, resize_mode
     dim          embedding dimension
@@ -262,6 +264,10 @@ def _build_clip(meta: dict[str, Any], state_dict: dict[str, torch.Tensor], devic
 
     arch = meta["arch"]
     model = build_model(arch["model_cfg"])
+    if "image_tower" in arch:  # an image-only encoder's backbone as the image tower (LiT-style)
+        from training.clip_model import attach_backbone_tower
+
+        attach_backbone_tower(model, arch["image_tower"]["backbone"], int(meta["dim"]), meta["preprocess"])
     model.load_state_dict(state_dict, strict=True)
     return _clip_encoder(model, build_tokenizer(arch["model_name"], arch["model_cfg"]), meta, device)
 

@@ -1,5 +1,8 @@
 """``python -m training clip``: train a CLIP encoder on image-caption pairs and write an encoder file.
 
+The pairs come from a JSONL/CSV manifest (exact resume, bad files counted) or from
+webdataset tar shards (``training.shards``: streamed, shuffled, decoded in workers).
+
 Runs unchanged on one CPU or under ``torchrun`` on several GPUs / machines.
 """
 
@@ -17,13 +20,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from training.clip import ClipMethod
-from training.clip_model import build_model, build_tokenizer, model_config, preprocess_of
+from training.clip_model import attach_backbone_tower, build_model, build_tokenizer, model_config, preprocess_of
 from training.data import ImageTextDataset
 from training.distributed import init_from_env, unwrap
-from training.encoder import Encoder, Preprocess, save_encoder
+from training.encoder import Encoder, Preprocess, load_encoder, save_encoder
 from training.evaluate import text_to_image_recall
 from training.loop import LoopConfig, Trainer, seed_everything
 from training.sampling import StepSampler
+from training.shards import DecodePair, first_pairs, is_shards, shard_pipeline, shard_urls
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class ClipTrainConfig:
     pretrained: str | None = None  # open_clip tag or local checkpoint file to start from
     lock_image: bool = False
     lock_text: bool = False
+    image_tower: Path | None = None  # an image-only encoder file (SimCLR, MoCo, RotNet) as the image tower
     loss: str = "clip"  # clip (softmax, open_clip.ClipLoss) or siglip (pairwise sigmoid, open_clip.SigLipLoss)
     image_size: int | None = None
     batch_size: int = 128  # per process
@@ -75,7 +80,8 @@ def _encoder(model, tokenizer, preprocess: Preprocess, dim: int, device: torch.d
     )
 
 
-def make_model(cfg: ClipTrainConfig) -> tuple[torch.nn.Module, dict]:
+def make_model(cfg: ClipTrainConfig) -> tuple[torch.nn.Module, dict, dict]:
+    """(model, its open_clip config, the ``arch`` record of the encoder file)."""
     model_cfg = model_config(cfg.model)
     if cfg.image_size:
         model_cfg["vision_cfg"]["image_size"] = cfg.image_size
@@ -87,11 +93,26 @@ def make_model(cfg: ClipTrainConfig) -> tuple[torch.nn.Module, dict]:
                                        force_image_size=cfg.image_size)
     else:
         model = build_model(model_cfg)
-    if cfg.lock_image:
+    arch = {"model_name": cfg.model, "model_cfg": model_cfg}
+    if cfg.image_tower:
+        arch["image_tower"] = _attach_image_encoder(model, cfg.image_tower, int(model_cfg["embed_dim"]), cfg.lock_image)
+    elif cfg.lock_image:
         model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
     if cfg.lock_text:
         model.lock_text_tower(unlocked_layers=0)
-    return model, model_cfg
+    return model, model_cfg, arch
+
+
+def _attach_image_encoder(model: torch.nn.Module, path: Path, embed_dim: int, locked: bool) -> dict:
+    """Make an image-only encoder file's backbone (with its weights and preprocessing) the image tower."""
+    source = load_encoder(path)
+    if source.kind == "clip" or "backbone" not in source.meta.get("arch", {}):
+        raise ValueError(f"--image-tower takes an image-only encoder file (simclr, moco, rotnet); {path} is "
+                         f"a {source.kind} encoder")
+    spec = source.meta["arch"]["backbone"]
+    tower = attach_backbone_tower(model, spec, embed_dim, asdict(source.preprocess), locked=locked)
+    tower.backbone.load_state_dict(source.image_tower.state_dict())
+    return {"backbone": spec, "from": source.kind, "from_fingerprint": source.fingerprint, "locked": locked}
 
 
 def _monitor(cfg: ClipTrainConfig, tokenizer, preprocess: Preprocess, dim: int, device: torch.device):
@@ -109,15 +130,21 @@ def _monitor(cfg: ClipTrainConfig, tokenizer, preprocess: Preprocess, dim: int, 
 def run(cfg: ClipTrainConfig) -> ClipTrainResult:
     dist, device = init_from_env(cfg.device)
     seed_everything(cfg.seed)
-    model, model_cfg = make_model(cfg)
+    model, model_cfg, arch = make_model(cfg)
     model = model.to(device)
     tokenizer = build_tokenizer(cfg.model, model_cfg)
     preprocess = Preprocess(**preprocess_of(model))
     dim = int(model_cfg["embed_dim"])
 
-    dataset = ImageTextDataset(cfg.data, cfg.image_key, cfg.caption_key, preprocess.transform(is_train=True),
-                               tokenizer, seed=cfg.seed)
-    batch_size = min(cfg.batch_size, len(dataset) // dist.world_size)
+    transform = preprocess.transform(is_train=True)
+    shards = shard_urls(cfg.data) if is_shards(cfg.data) else None
+    if shards is not None:
+        decode = DecodePair(cfg.image_key, cfg.caption_key, transform, tokenizer)
+        dataset = None
+        batch_size, described = cfg.batch_size, f"{len(shards)} shards"
+    else:
+        dataset = ImageTextDataset(cfg.data, cfg.image_key, cfg.caption_key, transform, tokenizer, seed=cfg.seed)
+        batch_size, described = min(cfg.batch_size, len(dataset) // dist.world_size), f"{len(dataset)} pairs"
     trainer = Trainer(
         ClipMethod.create(model, dist.rank, dist.world_size, cfg.loss), cfg.loop, device, dist,
         checkpoint=cfg.checkpoint_path, log_file=cfg.log_file,
@@ -125,12 +152,17 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
     )
     if dist.is_main:
         print(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) on "
-              f"{len(dataset)} pairs from {cfg.data}, batch {batch_size} x {dist.world_size} process(es), "
+              f"{described} from {cfg.data}, batch {batch_size} x {dist.world_size} process(es), "
               f"{cfg.loop.steps} steps, device {device}")
 
-    n_eval = min(cfg.eval_limit, len(dataset))
-    eval_images = [dataset.load_image(i) for i in range(n_eval)] if dist.is_main else []
-    eval_captions = dataset.captions[:n_eval]
+    eval_images: list = []
+    eval_captions: list[str] = []
+    if dist.is_main and shards is not None:
+        eval_images, eval_captions = first_pairs(shards, decode, cfg.eval_limit)
+    elif dist.is_main:
+        n_eval = min(cfg.eval_limit, len(dataset))
+        eval_images, eval_captions = [dataset.load_image(i) for i in range(n_eval)], dataset.captions[:n_eval]
+    n_eval = len(eval_images)
     before = None
     if cfg.resume:
         start = trainer.load_checkpoint(cfg.resume)
@@ -139,9 +171,16 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
     elif dist.is_main:
         model.eval()
         before = text_to_image_recall(_encoder(model, tokenizer, preprocess, dim, device), eval_images, eval_captions)
-    sampler = StepSampler(len(dataset), batch_size, cfg.seed, dist.rank, dist.world_size, start_step=trainer.step)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    if shards is not None:
+        # every process (and every resumed start) draws its own shard stream
+        stream_seed = cfg.seed * 1_000_003 + dist.rank * 10_007 + trainer.step
+        loader = DataLoader(shard_pipeline(shards, decode, batch_size, stream_seed), batch_size=None,
+                            num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    else:
+        sampler = StepSampler(len(dataset), batch_size, cfg.seed, dist.rank, dist.world_size,
+                              start_step=trainer.step)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
 
     started = time.perf_counter()
     history = trainer.fit(loader)
@@ -154,8 +193,9 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
     run_summary = {
         "method": "clip",
         "data": str(cfg.data),
-        "pairs": len(dataset),
-        "bad_files": len(dataset.bad_files),
+        "pairs": len(dataset) if dataset is not None else None,
+        "shards": len(shards) if shards is not None else None,
+        "bad_files": len(dataset.bad_files) if dataset is not None else None,
         "config": _jsonable(asdict(cfg)),
         "world_size": dist.world_size,
         "final_loss": history[-1]["loss"] if history and "loss" in history[-1] else None,
@@ -166,7 +206,7 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     fp = save_encoder(
-        cfg.out, kind="clip", arch={"model_name": cfg.model, "model_cfg": model_cfg},
+        cfg.out, kind="clip", arch=arch,
         state_dict=model.state_dict(), preprocess=preprocess, dim=dim,
         tokenizer={"type": "open_clip", "model_name": cfg.model,
                    "context_length": model_cfg["text_cfg"].get("context_length", 77)},

@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from tests.conftest import REPO
 from training.clip import ClipMethod
@@ -152,3 +153,46 @@ def test_shipped_recipes_name_only_real_options(name):
     dests = {a.dest for a in sub.choices["clip"]._actions}
     values = json.loads((REPO / "training" / "recipes" / name).read_text())
     assert {k for k in values if not k.startswith("_")} <= dests
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_a_simclr_encoder_as_the_image_tower(small_manifest, tmp_path, locked):
+    """--image-tower: a SimCLR file's backbone (weights and preprocessing) becomes CLIP's image side;
+    locked (LiT) it ends the run unchanged, unlocked it trains; either way the result is a CLIP encoder."""
+    from safetensors.torch import load_file
+
+    from training.loop import LoopConfig
+    from training.train_clip import ClipTrainConfig, run
+    from training.train_ssl import SSLTrainConfig, run as run_ssl
+
+    simclr = tmp_path / "simclr.safetensors"
+    run_ssl(SSLTrainConfig(method="simclr", data=small_manifest, out=simclr, image_size=32, batch_size=32,
+                           backbone={"name": "small-cnn", "width": 8, "depth": 2}, workers=0,
+                           loop=LoopConfig(steps=3, progress=False)))
+    source = load_encoder(simclr)
+    out = tmp_path / "lit.safetensors"
+    result = run(ClipTrainConfig(
+        data=small_manifest, out=out, image_key="file", caption_key="name", model="lookalike-micro",
+        image_tower=simclr, lock_image=locked, batch_size=48, workers=0,
+        loop=LoopConfig(steps=40, lr=2e-3, warmup_steps=5, progress=False),
+    ))
+    assert result.history[-1]["loss"] < result.history[0]["loss"] - 0.3
+
+    lit = load_encoder(out)
+    assert lit.kind == "clip" and lit.can_encode_text and lit.dim == 32
+    assert lit.preprocess == source.preprocess  # the backbone sees images as it did in SimCLR training
+    tower = read_metadata(out)["arch"]["image_tower"]
+    assert tower["from_fingerprint"] == source.fingerprint and tower["locked"] is locked
+    state = load_file(str(out))
+    unchanged = all(torch.equal(state[f"visual.backbone.{k}"], v) for k, v in source.image_tower.state_dict().items())
+    assert unchanged is locked
+    images = [Image.open(REPO / "samples" / "emoji" / "google" / "1f436.png")]
+    assert lit.encode_images(images).shape == (1, 32) and lit.encode_texts(["dog face"]).shape == (1, 32)
+
+
+def test_image_tower_must_be_image_only(tmp_path, micro_encoder, small_manifest):
+    from training.train_clip import ClipTrainConfig, run
+
+    with pytest.raises(ValueError, match="image-only encoder"):
+        run(ClipTrainConfig(data=small_manifest, out=tmp_path / "x.safetensors", image_key="file",
+                            caption_key="name", model="lookalike-micro", image_tower=micro_encoder, workers=0))
