@@ -1,7 +1,9 @@
-"""``python -m index``: build and inspect index versions.
+"""``python -m index``: build, inspect, check and change index versions.
 
     python -m index build --encoder ENCODER --source FOLDER_OR_MANIFEST --out INDEX_DIR [--database-url URL]
     python -m index info INDEX_DIR
+    python -m index verify INDEX_DIR [--database-url URL]        exit 1 when index and catalog disagree
+    python -m index delete INDEX_DIR --encoder ENCODER --id ID [--id ID ...]
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from pathlib import Path
 def default_database_url(out: Path) -> str:
     """SQLite next to the index folder: ``INDEX_DIR/../catalog.db``."""
     return f"sqlite:///{(Path(out).resolve().parent / 'catalog.db')}"
+
+
+def parse_bytes(text: str) -> int:
+    """``512M``, ``4G``, ``1.5T`` or a plain number of bytes."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    text = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 4G)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,13 +52,30 @@ def _main(argv: list[str] | None) -> int:
     b.add_argument("--database-url", default=None, help="SQLAlchemy URL of the catalog (default: SQLite beside --out)")
     b.add_argument("--collection", default="default")
     b.add_argument("--image-key", default="file", help="manifest column with the image path")
-    b.add_argument("--factory", default="Flat", help="FAISS index factory string (e.g. Flat, HNSW32, IVF256,PQ16)")
+    b.add_argument("--factory", default="auto",
+                   help="auto (chosen from the vector count and --memory-budget) or a FAISS index factory string "
+                        "(e.g. Flat, HNSW32, IVF256,Flat, IVF1024,PQ32)")
+    b.add_argument("--memory-budget", type=parse_bytes, default="4G", help="memory the index may use (for auto)")
+    b.add_argument("--target-recall", type=float, default=0.95,
+                   help="recall@10 against exact search that nprobe / efSearch are tuned for")
+    b.add_argument("--delete-missing", action="store_true",
+                   help="delete the collection's items whose files are no longer in --source")
+    b.add_argument("--keep-versions", type=int, default=5, help="published versions kept on disk")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--workers", type=int, default=2, help="decoding worker processes")
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="describe the current index version")
     i.add_argument("out", type=Path)
+    v = sub.add_parser("verify", help="check that the current index version and the catalog agree")
+    v.add_argument("out", type=Path)
+    v.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
+    d = sub.add_parser("delete", help="delete items: hidden at once, then a version without them is published")
+    d.add_argument("out", type=Path)
+    d.add_argument("--encoder", required=True, help="the encoder that built the index")
+    d.add_argument("--id", type=int, action="append", required=True, help="item id (repeatable)")
+    d.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
+    d.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -54,11 +85,13 @@ def _main(argv: list[str] | None) -> int:
         report = build(BuildConfig(
             encoder=args.encoder, source=args.source, out=args.out,
             database_url=args.database_url or default_database_url(args.out), collection=args.collection,
-            image_key=args.image_key, factory=args.factory, batch_size=args.batch_size, workers=args.workers,
-            device=args.device, progress=not args.no_progress,
+            image_key=args.image_key, factory=args.factory, memory_budget=args.memory_budget,
+            target_recall=args.target_recall, delete_missing=args.delete_missing, keep_versions=args.keep_versions,
+            batch_size=args.batch_size, workers=args.workers, device=args.device, progress=not args.no_progress,
         ))
-        print(f"published {report.version} with {report.indexed} vectors "
-              f"({report.images_per_second:.1f} img/s); {len(report.failures)} files skipped")
+        print(f"published {report.version} with {report.indexed} vectors: {report.embedded} embedded "
+              f"({report.images_per_second:.1f} img/s), {report.unchanged} unchanged, {report.deleted} deleted; "
+              f"{len(report.failures)} files skipped")
         for uri, reason in report.failures[:20]:
             print(f"  skipped {uri}: {reason}")
         return 0
@@ -67,6 +100,29 @@ def _main(argv: list[str] | None) -> int:
 
         v = open_current(args.out)
         print(json.dumps({**v.manifest, "path": str(v.path), "ntotal": v.count}, indent=2))
+        return 0
+    if args.command == "verify":
+        from index.build import verify
+
+        r = verify(args.out, args.database_url or default_database_url(args.out))
+        print(f"version {r.version}, collection {r.collection!r}: {r.index_count} vectors in the index, "
+              f"{r.catalog_count} live items with vectors in the catalog")
+        if r.ok:
+            print("ok: every live item has exactly one vector and every vector a live item")
+            return 0
+        print(f"MISMATCH: {len(r.missing_from_index)} items missing from the index (e.g. {r.missing_from_index[:5]}), "
+              f"{len(r.not_in_catalog)} vectors without a live item (e.g. {r.not_in_catalog[:5]}), "
+              f"{r.duplicates} duplicate ids; publish again with `python -m index build`")
+        return 1
+    if args.command == "delete":
+        from index.build import delete_items
+        from training.encoder import load_encoder
+
+        deleted, path = delete_items(args.out, args.database_url or default_database_url(args.out), args.id,
+                                     load_encoder(args.encoder, args.device))
+        unknown = sorted(set(args.id) - set(deleted))
+        print(f"deleted {len(deleted)} items; published {path}"
+              + (f"; not found or already deleted: {unknown}" if unknown else ""))
         return 0
     return 2
 

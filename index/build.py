@@ -1,4 +1,14 @@
-"""``python -m index build``: embed a source, write catalog rows, publish an index version."""
+"""The batch indexing job: embed what is new or changed, keep vectors in the catalog, publish a version.
+
+    reader (SourceItem) -> embed (decode in workers, encode in batches) -> writer (catalog rows and their
+    vectors, one transaction per batch) -> publish (FAISS index from the catalog's live vectors)
+
+Every batch commits its items together with their vectors, so a job killed at any moment
+(even ``kill -9``) leaves only complete pairs behind; the next run hashes each file, skips
+those whose vector the catalog already holds for this encoder, and goes on. The index
+version is built from the catalog at the end, so it holds exactly one vector per live
+item and always agrees with the catalog (``python -m index verify`` checks it).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +16,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import make_url
 from tqdm.auto import tqdm
 
 from index.catalog import Catalog, NewItem
+from index.choose import IndexChoice, choose_index, estimate_bytes, tune
 from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
-from index.faiss_build import DEFAULT_FACTORY, fill, new_index
+from index.faiss_build import fill, new_index
 from index.reader import SourceItem, read_source
-from index.version import publish
+from index.version import open_current, publish
 from training.encoder import Encoder, load_encoder
 
 log = logging.getLogger(__name__)
+
+AUTO = "auto"
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
 
 
 @dataclass
@@ -30,11 +45,14 @@ class BuildConfig:
     database_url: str
     collection: str = "default"
     image_key: str = "file"
-    factory: str = DEFAULT_FACTORY
+    factory: str = AUTO  # "auto" (choose_index) or a FAISS factory string
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # bytes the index may take (for "auto")
+    target_recall: float = 0.95  # recall@10 the search parameters are tuned for
     batch_size: int = 64
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_versions: int = 5
+    delete_missing: bool = False  # items of the collection no longer in the source are deleted
     device: str = "cpu"
     progress: bool = True
 
@@ -42,13 +60,16 @@ class BuildConfig:
 @dataclass
 class BuildReport:
     version: Path
-    indexed: int
+    indexed: int  # vectors in the published version
+    embedded: int = 0  # items embedded by this run (new or changed)
+    unchanged: int = 0  # items whose vector was already in the catalog
+    deleted: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
-        return self.indexed / self.seconds if self.seconds else 0.0
+        return self.embedded / self.seconds if self.seconds else 0.0
 
 
 def redact(url: str) -> str:
@@ -56,50 +77,143 @@ def redact(url: str) -> str:
 
 
 def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
-    """Embed every image of ``cfg.source``, upsert its catalog rows, publish a new index version."""
+    """Embed the new and changed images of ``cfg.source`` into the catalog, then publish a version."""
     started = time.perf_counter()
+    if cfg.factory != AUTO:
+        new_index(8, cfg.factory)  # a bad factory string fails before any work
     encoder = encoder or load_encoder(cfg.encoder, cfg.device)
     catalog = Catalog(cfg.database_url)
-    catalog.migrate()
-    items: list[SourceItem] = list(read_source(cfg.source, cfg.image_key))
-    if not items:
-        raise ValueError(f"{cfg.source} holds no images")
-    index = new_index(encoder.dim, cfg.factory)  # fail on a bad factory string before any work
-
-    all_ids: list[np.ndarray] = []
-    all_vecs: list[np.ndarray] = []
-    failures: list[tuple[str, str]] = []
-    bar = tqdm(total=len(items), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
     try:
-        for batch in embed_items(encoder, items, cfg.batch_size, cfg.workers, DecodeLimits(cfg.max_pixels)):
-            for item, reason in batch.failures:
-                log.warning("skipped %s: %s", item.uri, reason)
-                failures.append((item.uri, reason))
-            if batch.items:
-                rows = [NewItem(it.uri, h, it.metadata) for it, h in zip(batch.items, batch.content_hashes)]
-                all_ids.append(np.asarray(catalog.upsert(cfg.collection, rows), dtype=np.int64))
-                all_vecs.append(batch.vectors)
-            bar.update(len(batch.items) + len(batch.failures))
-            bar.set_postfix(failed=len(failures))
+        catalog.migrate()
+        items: list[SourceItem] = list(read_source(cfg.source, cfg.image_key))
+        if not items:
+            raise ValueError(f"{cfg.source} holds no images")
+        known = catalog.embedded_hashes(cfg.collection, encoder.fingerprint)
+        report = BuildReport(version=Path(), indexed=0)
+        bar = tqdm(total=len(items), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
+        try:
+            for batch in embed_items(encoder, items, cfg.batch_size, cfg.workers, DecodeLimits(cfg.max_pixels), known):
+                for item, reason in batch.failures:
+                    log.warning("skipped %s: %s", item.uri, reason)
+                    report.failures.append((item.uri, reason))
+                if batch.unchanged:  # metadata may have changed; the vector has not
+                    catalog.write_batch(cfg.collection, encoder.fingerprint,
+                                        [NewItem(it.uri, h, it.metadata) for it, h in batch.unchanged], None)
+                if batch.items:
+                    rows = [NewItem(it.uri, h, it.metadata) for it, h in zip(batch.items, batch.content_hashes)]
+                    catalog.write_batch(cfg.collection, encoder.fingerprint, rows, batch.vectors)
+                report.embedded += len(batch.items)
+                report.unchanged += len(batch.unchanged)
+                bar.update(len(batch.items) + len(batch.failures) + len(batch.unchanged))
+                bar.set_postfix(new=report.embedded, same=report.unchanged, failed=len(report.failures))
+        finally:
+            bar.close()
+        if cfg.delete_missing:
+            present = {it.uri for it in items}
+            gone = [i for source, i in catalog.sources(cfg.collection).items() if source not in present]
+            report.deleted = len(catalog.delete(cfg.collection, gone))
+        embed_seconds = time.perf_counter() - started
+        extra = {"source": str(cfg.source), "failures": len(report.failures)}
+        report.version = publish_collection(catalog, cfg.out, cfg.collection, encoder, cfg.factory,
+                                            cfg.memory_budget, cfg.target_recall, cfg.keep_versions, extra)
+        report.indexed = int(open_current(cfg.out).count)
+        report.seconds = embed_seconds
+        return report
     finally:
-        bar.close()
-    if not all_ids:
-        raise ValueError(f"none of the {len(items)} images in {cfg.source} could be decoded")
+        catalog.dispose()
 
-    ids = np.concatenate(all_ids)
-    vectors = np.concatenate(all_vecs)
+
+def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str = AUTO,
+                       memory_budget: int = DEFAULT_MEMORY_BUDGET, target_recall: float = 0.95, keep: int = 5,
+                       extra: dict[str, Any] | None = None) -> Path:
+    """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
+    parts = list(catalog.live_vectors(collection, encoder.fingerprint))
+    if not parts:
+        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
+    ids = np.concatenate([p[0] for p in parts])
+    vectors = np.concatenate([p[1] for p in parts])
+    if vectors.shape[1] != encoder.dim:
+        raise ValueError(f"catalog vectors have dim {vectors.shape[1]}, the encoder {encoder.dim}")
+    if factory == AUTO:
+        choice = choose_index(len(ids), encoder.dim, memory_budget)
+    else:
+        choice = IndexChoice(factory, "given", _estimate(factory, len(ids), encoder.dim))
+    index = new_index(encoder.dim, choice.factory)
     fill(index, vectors, ids)
+    tuning = tune(index, vectors, ids, target_recall)
     manifest = {
         "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},
         "dim": encoder.dim,
         "metric": "inner_product",
-        "factory": cfg.factory,
-        "params": {},
-        "collection": cfg.collection,
-        "catalog": redact(cfg.database_url),
-        "source": str(cfg.source),
-        "failures": len(failures),
+        "factory": choice.factory,
+        "choice": {"reason": choice.reason, "estimated_bytes": choice.estimated_bytes,
+                   "memory_budget": memory_budget if factory == AUTO else None, **choice.params},
+        "search_params": tuning["params"],
+        "tuning": tuning,
+        "collection": collection,
+        "catalog": redact(catalog.url),
+        **(extra or {}),
     }
-    version = publish(cfg.out, index, manifest, keep=cfg.keep_versions)
-    catalog.dispose()
-    return BuildReport(version, int(index.ntotal), failures, time.perf_counter() - started)
+    return publish(out, index, manifest, keep=keep)
+
+
+def _estimate(factory: str, n: int, dim: int) -> int | None:
+    try:
+        return estimate_bytes(factory, n, dim)
+    except ValueError:
+        return None
+
+
+@dataclass
+class VerifyReport:
+    version: str
+    collection: str
+    index_count: int
+    catalog_count: int
+    missing_from_index: list[int]  # live catalog items with a vector but no place in the index
+    not_in_catalog: list[int]  # index ids that are deleted or unknown in the catalog
+    duplicates: int  # ids stored more than once in the index
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_from_index or self.not_in_catalog or self.duplicates)
+
+
+def verify(out: Path, database_url: str) -> VerifyReport:
+    """Compare the current index version with the catalog it was built from."""
+    version = open_current(out)
+    collection = version.manifest.get("collection", "default")
+    catalog = Catalog(database_url)
+    try:
+        stored = version.ids()
+        expected: set[int] = set()
+        for ids, _ in catalog.live_vectors(collection, version.fingerprint):
+            expected.update(ids.tolist())
+        in_index = set(stored.tolist())
+        return VerifyReport(
+            version=version.name, collection=collection, index_count=len(stored), catalog_count=len(expected),
+            missing_from_index=sorted(expected - in_index), not_in_catalog=sorted(in_index - expected),
+            duplicates=len(stored) - len(in_index),
+        )
+    finally:
+        catalog.dispose()
+
+
+def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder, keep: int = 5) -> tuple[list[int], Path]:
+    """Delete items (hidden from the catalog at once) and publish a version without their vectors,
+    with the current version's index choice."""
+    current = open_current(out)
+    current.check_encoder(encoder.fingerprint)
+    collection = current.manifest.get("collection", "default")
+    catalog = Catalog(database_url)
+    try:
+        deleted = catalog.delete(collection, ids)
+        choice = current.manifest.get("choice", {})
+        factory = AUTO if choice.get("memory_budget") else current.manifest["factory"]
+        target = current.manifest.get("tuning", {}).get("target", 0.95)
+        extra = {k: current.manifest[k] for k in ("source",) if k in current.manifest}
+        path = publish_collection(catalog, out, collection, encoder, factory,
+                                  choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra)
+        return deleted, path
+    finally:
+        catalog.dispose()

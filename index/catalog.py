@@ -9,9 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, String, Text, UniqueConstraint, create_engine, event, func, select
+import numpy as np
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
+                        create_engine, delete, event, func, select, update)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -30,13 +32,29 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (UniqueConstraint("collection", "source", name="uq_items_collection_source"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
     collection: Mapped[str] = mapped_column(String(200), index=True)
     source: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64), index=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow, onupdate=_utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=None)
+
+
+ItemId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Vector(Base):
+    """An item's embedding by one encoder (``fingerprint``), computed from ``content_hash``'s bytes."""
+
+    __tablename__ = "vectors"
+
+    item_id: Mapped[int] = mapped_column(ItemId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 @dataclass(frozen=True)
@@ -90,22 +108,87 @@ class Catalog:
             return upsert_in(session, collection, items)
 
     def get(self, item_id: int) -> Item | None:
+        """The live item with this id (None if unknown or deleted)."""
         with self.sessions() as session:
-            return session.get(Item, item_id)
+            item = session.get(Item, item_id)
+            return item if item is not None and item.deleted_at is None else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, Item]:
+        """The live items among ``ids``, by id; unknown and deleted ids are absent."""
         ids = [int(i) for i in ids]
         if not ids:
             return {}
         with self.sessions() as session:
-            return {item.id: item for item in session.scalars(select(Item).where(Item.id.in_(ids)))}
+            q = select(Item).where(Item.id.in_(ids), Item.deleted_at.is_(None))
+            return {item.id: item for item in session.scalars(q)}
 
     def count(self, collection: str | None = None) -> int:
+        """Live items (of ``collection``)."""
         with self.sessions() as session:
-            q = select(func.count(Item.id))
+            q = select(func.count(Item.id)).where(Item.deleted_at.is_(None))
             if collection is not None:
                 q = q.where(Item.collection == collection)
             return int(session.scalar(q))
+
+    # -- vectors: what the indexer writes and publishes ------------------------------
+    def embedded_hashes(self, collection: str, fingerprint: str) -> dict[str, str]:
+        """source -> content hash of every live item whose vector by ``fingerprint`` is up to date."""
+        q = (select(Item.source, Item.content_hash)
+             .join(Vector, (Vector.item_id == Item.id) & (Vector.fingerprint == fingerprint))
+             .where(Item.collection == collection, Item.deleted_at.is_(None),
+                    Vector.content_hash == Item.content_hash))
+        with self.sessions() as session:
+            return {source: h for source, h in session.execute(q)}
+
+    def write_batch(self, collection: str, fingerprint: str, items: Sequence[NewItem],
+                    vectors: np.ndarray | None) -> list[int]:
+        """Upsert ``items`` and, when given, their vectors (float32 (N, dim)), in one transaction:
+        after a crash either all of a batch is there or none of it. Returns the items' ids."""
+        with self.sessions.begin() as session:
+            ids = upsert_in(session, collection, items)
+            if vectors is not None:
+                if len(vectors) != len(items):
+                    raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
+                session.execute(delete(Vector).where(Vector.item_id.in_(ids), Vector.fingerprint == fingerprint))
+                session.add_all(Vector(item_id=i, fingerprint=fingerprint, content_hash=it.content_hash,
+                                       vector=encode_vector(v)) for i, it, v in zip(ids, items, vectors))
+            return ids
+
+    def live_vectors(self, collection: str, fingerprint: str, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64 (n,), vectors float32 (n, dim)) chunks of every live item's current vector, by id."""
+        q = (select(Vector.item_id, Vector.vector)
+             .join(Item, Item.id == Vector.item_id)
+             .where(Item.collection == collection, Item.deleted_at.is_(None), Vector.fingerprint == fingerprint,
+                    Vector.content_hash == Item.content_hash)
+             .order_by(Vector.item_id)
+             .execution_options(yield_per=chunk))
+        with self.sessions() as session:
+            for part in session.execute(q).partitions(chunk):
+                ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
+                yield ids, np.stack([decode_vector(r[1]) for r in part])
+
+    def live_ids(self, collection: str) -> set[int]:
+        with self.sessions() as session:
+            q = select(Item.id).where(Item.collection == collection, Item.deleted_at.is_(None))
+            return set(session.scalars(q))
+
+    def sources(self, collection: str) -> dict[str, int]:
+        """source -> id of every live item of ``collection``."""
+        with self.sessions() as session:
+            q = select(Item.source, Item.id).where(Item.collection == collection, Item.deleted_at.is_(None))
+            return {source: i for source, i in session.execute(q)}
+
+    def delete(self, collection: str, ids: Iterable[int]) -> list[int]:
+        """Mark live items deleted (they vanish from get/get_many/count at once); returns those marked."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        with self.sessions.begin() as session:
+            q = select(Item.id).where(Item.id.in_(ids), Item.collection == collection, Item.deleted_at.is_(None))
+            found = list(session.scalars(q))
+            if found:
+                session.execute(update(Item).where(Item.id.in_(found)).values(deleted_at=_utcnow()))
+            return found
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -125,8 +208,16 @@ def upsert_in(session: Session, collection: str, items: Sequence[NewItem]) -> li
             row = Item(collection=collection, source=it.source, content_hash=it.content_hash, meta=it.metadata)
             session.add(row)
             existing[it.source] = row
-        elif row.content_hash != it.content_hash or row.meta != it.metadata:
-            row.content_hash, row.meta = it.content_hash, it.metadata
+        elif row.content_hash != it.content_hash or row.meta != it.metadata or row.deleted_at is not None:
+            row.content_hash, row.meta, row.deleted_at = it.content_hash, it.metadata, None
         rows.append(row)
     session.flush()  # assigns ids
     return [row.id for row in rows]
+
+
+def encode_vector(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def decode_vector(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)

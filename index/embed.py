@@ -24,6 +24,7 @@ class Decoded:
     tensor: torch.Tensor | None
     content_hash: str | None
     error: str | None = None
+    unchanged: bool = False  # the catalog already holds this content's vector: not decoded
 
 
 @dataclass
@@ -32,13 +33,19 @@ class EmbeddedBatch:
     content_hashes: list[str]
     vectors: np.ndarray  # float32 (B, dim), L2-normalised
     failures: list[tuple[SourceItem, str]] = field(default_factory=list)
+    unchanged: list[tuple[SourceItem, str]] = field(default_factory=list)  # (item, content hash), not embedded
 
 
 class DecodeDataset(Dataset):
-    """Reads, hashes, decodes and preprocesses one item; a bad file yields an error, never an exception."""
+    """Reads, hashes, decodes and preprocesses one item; a bad file yields an error, never an exception.
 
-    def __init__(self, items: Sequence[SourceItem], transform: Callable, limits: DecodeLimits) -> None:
+    ``known`` maps a source to the content hash whose vector the catalog already holds: such an item
+    is hashed but neither decoded nor embedded again."""
+
+    def __init__(self, items: Sequence[SourceItem], transform: Callable, limits: DecodeLimits,
+                 known: dict[str, str] | None = None) -> None:
         self.items, self.transform, self.limits = items, transform, limits
+        self.known = known or {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -49,6 +56,8 @@ class DecodeDataset(Dataset):
         except OSError as exc:
             return Decoded(i, None, None, f"unreadable: {exc.strerror or exc}")
         digest = hashlib.sha256(data).hexdigest()
+        if self.known.get(self.items[i].uri) == digest:
+            return Decoded(i, None, digest, unchanged=True)
         try:
             tensor = self.transform(open_image(data, self.limits))
         except BadImage as exc:
@@ -68,14 +77,17 @@ def embed_items(
     batch_size: int = 64,
     workers: int = 2,
     limits: DecodeLimits = DecodeLimits(),
+    known: dict[str, str] | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Yield one EmbeddedBatch per ``batch_size`` items, in input order."""
-    dataset = DecodeDataset(items, encoder.image_tensor, limits)
+    dataset = DecodeDataset(items, encoder.image_tensor, limits, known)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         pin_memory=encoder.device.type == "cuda")
     for decoded in loader:
         good = [d for d in decoded if d.tensor is not None]
-        failures = [(items[d.position], d.error or "unknown") for d in decoded if d.tensor is None]
+        unchanged = [(items[d.position], d.content_hash) for d in decoded if d.unchanged]
+        failures = [(items[d.position], d.error or "unknown") for d in decoded if d.tensor is None and not d.unchanged]
         vectors = (encoder.encode_tensors(torch.stack([d.tensor for d in good])) if good
                    else np.zeros((0, encoder.dim), dtype=np.float32))
-        yield EmbeddedBatch([items[d.position] for d in good], [d.content_hash for d in good], vectors, failures)
+        yield EmbeddedBatch([items[d.position] for d in good], [d.content_hash for d in good], vectors, failures,
+                            unchanged)

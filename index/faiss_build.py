@@ -20,12 +20,21 @@ def new_index(dim: int, factory: str = DEFAULT_FACTORY) -> faiss.Index:
         raise ValueError(f"FAISS cannot build {spec!r}: {str(exc).strip().splitlines()[-1]}") from None
 
 
-def fill(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
-    """Train ``index`` on ``vectors`` if it needs it, then add them under ``ids``."""
+MAX_TRAIN = 256  # training vectors per IVF list (FAISS's own guidance: 30-256)
+
+
+def fill(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, seed: int = 0) -> faiss.Index:
+    """Train ``index`` if it needs it (IVF: on a random sample of at most 256 vectors per list),
+    then add ``vectors`` under ``ids``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if not index.is_trained:
-        index.train(vectors)
+        ivf = faiss.try_extract_index_ivf(index)
+        limit = MAX_TRAIN * ivf.nlist if ivf is not None else len(vectors)
+        sample = vectors
+        if len(vectors) > limit:
+            sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), limit, replace=False))]
+        index.train(sample)
     if len(vectors):
         index.add_with_ids(vectors, ids)
     return index

@@ -1,12 +1,21 @@
 import json
+import random
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
+import faiss
+import pytest
+from PIL import Image
 
-from index.build import BuildConfig, build
+from index.build import BuildConfig, build, verify
 from index.catalog import Catalog
 from index.version import open_current
-from tests.conftest import REPO
+from tests.conftest import REPO, SAMPLE, sample_rows
 from training.encoder import load_encoder
 
 
@@ -79,3 +88,116 @@ def test_cli_build_and_info(micro_encoder, small_manifest, tmp_path):
     bad = run("build", "--encoder", str(micro_encoder), "--source", str(small_manifest),
               "--out", str(tmp_path / "idx3"), "--factory", "Bogus")
     assert bad.returncode == 2 and "FAISS cannot build" in bad.stderr
+
+
+def _copy_sample(rows, folder: Path) -> Path:
+    """A folder source of real sample images that a test may change."""
+    folder.mkdir()
+    for r in rows:
+        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    return folder
+
+
+def test_reruns_embed_only_what_is_new_or_changed(micro_encoder, tmp_path):
+    rows = sample_rows()[:20]
+    folder = _copy_sample(rows[:16], tmp_path / "imgs")
+    cfg = _config(micro_encoder, folder, tmp_path)
+    first = build(cfg)
+    assert (first.embedded, first.unchanged, first.indexed) == (16, 0, 16)
+    again = build(cfg)
+    assert (again.embedded, again.unchanged, again.indexed) == (0, 16, 16)
+
+    changed = folder / f"{rows[0]['vendor']}-{rows[0]['code']}.png"
+    shutil.copy(SAMPLE / rows[18]["file"], changed)  # new content under an old name
+    shutil.copy(SAMPLE / rows[19]["file"], folder / "new.png")
+    (folder / f"{rows[1]['vendor']}-{rows[1]['code']}.png").unlink()
+    third = build(replace(cfg, delete_missing=True))
+    assert (third.embedded, third.unchanged, third.deleted, third.indexed) == (2, 14, 1, 16)
+
+    catalog = Catalog(cfg.database_url)
+    assert catalog.count("default") == 16
+    v = open_current(cfg.out)
+    by_source = {item.source: item for item in catalog.get_many(v.ids()).values()}
+    assert set(by_source) == {str(p) for p in folder.iterdir()}
+    # the changed file is found by its new picture
+    enc = load_encoder(micro_encoder)
+    _, found = v.search(enc.encode_images([Image.open(SAMPLE / rows[18]["file"])]), 1)
+    assert int(found[0, 0]) == by_source[str(changed)].id
+    assert verify(cfg.out, cfg.database_url).ok
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_job_killed_at_a_random_moment_resumes_to_a_consistent_index(micro_encoder, small_manifest, tmp_path,
+                                                                       seed):
+    """kill -9 mid-run (after a random delay), then run again: one row and one vector per image."""
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    args = [sys.executable, "-m", "index", "build", "--encoder", str(micro_encoder), "--source", str(small_manifest),
+            "--out", str(tmp_path / "idx"), "--database-url", url, "--batch-size", "4", "--workers", "0",
+            "--no-progress"]
+    rows = [json.loads(line) for line in small_manifest.read_text().splitlines()]
+    rng = random.Random(seed)
+    target = rng.randint(1, len(rows) - 8)  # kill once this many items are committed ...
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while _committed(tmp_path / "catalog.db") < target and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.3))  # ... plus a random moment, often inside the next batch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _committed(tmp_path / "catalog.db")
+    assert 0 < before < len(rows), "the kill should land mid-run"
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(rows) - before} embedded" in done.stdout and f"{before} unchanged" in done.stdout
+    catalog = Catalog(url)
+    assert catalog.count("default") == len(rows)
+    assert len(catalog.sources("default")) == len(rows)
+    report = verify(tmp_path / "idx", url)
+    assert report.ok and report.index_count == report.catalog_count == len(rows)
+
+
+def _committed(db: Path) -> int:
+    """Items with vectors committed so far (0 before the schema exists)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_verify_finds_disagreement_and_delete_publishes_a_clean_version(micro_encoder, small_manifest, tmp_path):
+    cfg = _config(micro_encoder, small_manifest, tmp_path)
+    build(cfg)
+    ids = sorted(open_current(cfg.out).ids().tolist())
+    Catalog(cfg.database_url).delete("default", ids[:2])  # behind the index's back
+    bad = verify(cfg.out, cfg.database_url)
+    assert not bad.ok and bad.not_in_catalog == ids[:2] and bad.missing_from_index == []
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "index", *a], cwd=REPO, capture_output=True, text=True)
+    proc = run("verify", str(cfg.out), "--database-url", cfg.database_url)
+    assert proc.returncode == 1 and "MISMATCH" in proc.stdout
+    proc = run("delete", str(cfg.out), "--encoder", str(micro_encoder), "--database-url", cfg.database_url,
+               "--id", str(ids[2]), "--id", "999999")
+    assert proc.returncode == 0, proc.stderr
+    assert "deleted 1 items" in proc.stdout and "999999" in proc.stdout
+    after = open_current(cfg.out)
+    assert sorted(after.ids().tolist()) == ids[3:]
+    proc = run("verify", str(cfg.out), "--database-url", cfg.database_url)
+    assert proc.returncode == 0 and "ok:" in proc.stdout
+
+
+def test_auto_choice_and_tuned_parameters_are_recorded(micro_encoder, small_manifest, tmp_path):
+    report = build(_config(micro_encoder, small_manifest, tmp_path, factory="IVF4,Flat", target_recall=0.99))
+    v = open_current(tmp_path / "index")
+    assert v.manifest["factory"] == "IVF4,Flat" and v.manifest["choice"]["reason"] == "given"
+    nprobe = v.manifest["search_params"]["nprobe"]
+    assert v.manifest["tuning"]["recall"] >= 0.99 and 1 <= nprobe <= 4
+    assert faiss.extract_index_ivf(v.index).nprobe == nprobe  # applied when the version is opened
+    assert report.indexed == v.count

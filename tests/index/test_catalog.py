@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from sqlalchemy import inspect
 
@@ -15,16 +16,28 @@ def catalog(request, tmp_path):
     yield cat
     if request.param == "postgresql":
         with cat.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS items, alembic_version")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS vectors, items, alembic_version")
     cat.dispose()
 
 
 def test_migrations_create_the_schema_and_are_idempotent(catalog):
     catalog.migrate()
     insp = inspect(catalog.engine)
-    assert {"items", "alembic_version"} <= set(insp.get_table_names())
+    assert {"items", "vectors", "alembic_version"} <= set(insp.get_table_names())
     cols = {c["name"] for c in insp.get_columns("items")}
-    assert cols == {"id", "collection", "source", "content_hash", "metadata", "created_at", "updated_at"}
+    assert cols == {"id", "collection", "source", "content_hash", "metadata", "created_at", "updated_at", "deleted_at"}
+
+
+def test_migrations_match_the_models(catalog):
+    """What Alembic autogenerate would add: nothing, so models and migrations describe one schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from index.catalog import Base
+
+    with catalog.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert [d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")] == []
 
 
 def test_upsert_assigns_stable_ids(catalog):
@@ -59,3 +72,44 @@ def test_unicode_and_nested_metadata_survive(catalog):
     meta = {"name": "café ☕", "tags": ["a", "b"], "nested": {"k": 1.5, "none": None}}
     [i] = catalog.upsert("default", [NewItem("/ü.png", "h", meta)])
     assert catalog.get(i).meta == meta
+
+
+def _vectors(n, dim=4, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_vectors_are_written_with_their_items_and_read_back(catalog):
+    items = [NewItem(f"/img/{i}.png", f"h{i}", {"i": i}) for i in range(5)]
+    vecs = _vectors(5)
+    ids = catalog.write_batch("c", "fp", items, vecs)
+    assert catalog.embedded_hashes("c", "fp") == {f"/img/{i}.png": f"h{i}" for i in range(5)}
+    assert catalog.embedded_hashes("c", "other-encoder") == {}
+    (got_ids, got), = list(catalog.live_vectors("c", "fp"))
+    assert got_ids.tolist() == sorted(ids) and np.array_equal(got, vecs[np.argsort(ids)])
+
+    # new content for one source: its old vector no longer counts until a new one is written
+    catalog.upsert("c", [NewItem("/img/2.png", "h2-new", {"i": 2})])
+    assert "/img/2.png" not in catalog.embedded_hashes("c", "fp")
+    assert ids[2] not in next(catalog.live_vectors("c", "fp"))[0].tolist()
+    catalog.write_batch("c", "fp", [NewItem("/img/2.png", "h2-new", {"i": 2})], _vectors(1, seed=9))
+    assert catalog.embedded_hashes("c", "fp")["/img/2.png"] == "h2-new"
+    assert len(next(catalog.live_vectors("c", "fp"))[0]) == 5
+
+
+def test_a_failed_batch_writes_nothing(catalog):
+    with pytest.raises(ValueError, match="3 items but 2 vectors"):
+        catalog.write_batch("c", "fp", [NewItem(f"/x/{i}", "h", {}) for i in range(3)], _vectors(2))
+    assert catalog.count("c") == 0 and list(catalog.live_vectors("c", "fp")) == []
+
+
+def test_deleted_items_vanish_at_once_and_come_back_when_reindexed(catalog):
+    ids = catalog.write_batch("c", "fp", [NewItem(f"/d/{i}", f"h{i}", {}) for i in range(3)], _vectors(3))
+    assert catalog.delete("c", [ids[1], 999_999]) == [ids[1]]
+    assert catalog.delete("c", [ids[1]]) == []  # already deleted
+    assert catalog.get(ids[1]) is None and set(catalog.get_many(ids)) == {ids[0], ids[2]}
+    assert catalog.count("c") == 2 and catalog.live_ids("c") == {ids[0], ids[2]}
+    assert next(catalog.live_vectors("c", "fp"))[0].tolist() == [ids[0], ids[2]]
+    assert catalog.delete("other", [ids[0]]) == []  # another collection's id is not touched
+    again = catalog.upsert("c", [NewItem("/d/1", "h1", {})])
+    assert again == [ids[1]] and catalog.get(ids[1]) is not None

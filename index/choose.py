@@ -1,0 +1,135 @@
+"""Choosing a FAISS index for a vector count and a memory budget, and tuning its search parameters.
+
+The rule follows autofaiss's reasoning, written small enough to read:
+
+- few vectors (``EXACT_BELOW``): ``Flat`` — exact search is already fast, and nothing to tune;
+- the graph fits the budget and the count is moderate: ``HNSW32`` — the fastest queries at high
+  recall when memory allows (each vector keeps its float32 copy plus ~2·32 neighbour links);
+- the raw vectors fit: ``IVF{nlist},Flat`` — exact distances within the probed lists;
+- otherwise: ``IVF{nlist},PQ{m}`` with the largest ``m`` (bytes per vector) that fits.
+
+``nlist`` is about 4·√n, a power of two, with at least ``MIN_POINTS_PER_LIST`` training vectors
+per list (FAISS warns below 39). Memory estimates are for the index alone, as FAISS stores it.
+
+``tune`` then raises ``nprobe`` (IVF) or ``efSearch`` (HNSW) until recall@k against exact search,
+on queries drawn from the indexed vectors themselves, reaches the target; the value is stored in
+the version's manifest and applied whenever the version is opened.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+EXACT_BELOW = 20_000
+HNSW_M = 32
+HNSW_MAX = 5_000_000
+MIN_POINTS_PER_LIST = 39
+ID_BYTES = 8
+
+
+@dataclass
+class IndexChoice:
+    factory: str
+    reason: str
+    estimated_bytes: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def n_lists(n: int) -> int:
+    """About 4·√n inverted lists, a power of two, each with at least MIN_POINTS_PER_LIST vectors."""
+    target = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
+    cap = max(1, n // MIN_POINTS_PER_LIST)
+    return int(max(1, min(target, 2 ** int(math.log2(cap)), 65_536)))
+
+
+def estimate_bytes(factory: str, n: int, dim: int) -> int:
+    """The memory an index of ``n`` vectors needs, roughly as FAISS lays it out."""
+    if factory == "Flat":
+        return n * (dim * 4 + ID_BYTES)
+    if factory.startswith("HNSW"):
+        m = int(factory[4:].split(",")[0] or HNSW_M)
+        return n * (dim * 4 + 2 * m * 4 + ID_BYTES + 8)  # vectors, level-0 links, id map, level bookkeeping
+    if factory.startswith("IVF"):
+        head, _, codes = factory.partition(",")
+        nlist = int(head[3:])
+        centroids = nlist * dim * 4
+        if codes == "Flat":
+            return centroids + n * (dim * 4 + ID_BYTES)
+        if codes.startswith("PQ"):
+            m = int(codes[2:].split("x")[0])
+            return centroids + 256 * dim * 4 + n * (m + ID_BYTES)
+    raise ValueError(f"no memory estimate for factory {factory!r}")
+
+
+def choose_index(n: int, dim: int, memory_budget: int) -> IndexChoice:
+    """The index to build for ``n`` vectors of ``dim`` floats within ``memory_budget`` bytes."""
+    if n <= 0:
+        raise ValueError("no vectors to index")
+    flat = estimate_bytes("Flat", n, dim)
+    if n < EXACT_BELOW and flat <= memory_budget:
+        return IndexChoice("Flat", f"{n} vectors: exact search is fast at this size", flat)
+    hnsw = f"HNSW{HNSW_M}"
+    if n <= HNSW_MAX and estimate_bytes(hnsw, n, dim) <= memory_budget:
+        return IndexChoice(hnsw, "the graph fits the memory budget: fastest queries at high recall",
+                           estimate_bytes(hnsw, n, dim), {"M": HNSW_M})
+    nlist = n_lists(n)
+    ivf_flat = f"IVF{nlist},Flat"
+    if estimate_bytes(ivf_flat, n, dim) <= memory_budget:
+        return IndexChoice(ivf_flat, "raw vectors fit the budget, the graph does not: inverted lists over "
+                           "exact vectors", estimate_bytes(ivf_flat, n, dim), {"nlist": nlist})
+    for m in sorted((m for m in range(1, min(dim, 64) + 1) if dim % m == 0), reverse=True):
+        factory = f"IVF{nlist},PQ{m}"
+        if estimate_bytes(factory, n, dim) <= memory_budget:
+            return IndexChoice(factory, f"only compressed codes fit: {m} bytes per vector",
+                               estimate_bytes(factory, n, dim), {"nlist": nlist, "m": m})
+    smallest = estimate_bytes(f"IVF{nlist},PQ1", n, dim)
+    raise ValueError(f"{n} vectors of dim {dim} do not fit {memory_budget / 2**20:.0f} MiB even as 1-byte PQ codes "
+                     f"(need ~{smallest / 2**20:.0f} MiB); raise --memory-budget")
+
+
+def search_parameter(index: faiss.Index) -> tuple[str, list[int]] | None:
+    """The knob that trades speed for recall on ``index`` and the values to try, or None (exact index)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        values = [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v < ivf.nlist] + [ivf.nlist]
+        return "nprobe", values
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
+    return None
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found ∩ truth| / k (ids int64 (Q, k); -1 slots count as misses)."""
+    hits = sum(len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth))
+    return hits / truth.size
+
+
+def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall: float = 0.95, k: int = 10,
+         queries: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Set the smallest search parameter whose recall@k reaches ``target_recall``; returns what was measured."""
+    knob = search_parameter(index)
+    if knob is None:
+        return {"params": {}, "recall": 1.0, "k": k, "note": "exact index"}
+    name, values = knob
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)
+    q = np.ascontiguousarray(vectors[pick], dtype=np.float32)
+    k = min(k, len(vectors))
+    _, positions = faiss.knn(q, np.ascontiguousarray(vectors, dtype=np.float32), k, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = ids[positions]
+    space = faiss.ParameterSpace()
+    tried = []
+    for value in values:
+        space.set_index_parameter(index, name, value)
+        recall = recall_at_k(index.search(q, k)[1], truth)
+        tried.append({name: value, "recall": round(recall, 4)})
+        if recall >= target_recall:
+            break
+    return {"params": {name: value}, "recall": recall, "k": k, "target": target_recall, "queries": len(q),
+            "tried": tried}
