@@ -4,6 +4,7 @@
     python -m index info INDEX_DIR
     python -m index verify INDEX_DIR [--database-url URL]        exit 1 when index and catalog disagree
     python -m index delete INDEX_DIR --encoder ENCODER --id ID [--id ID ...]
+    python -m index duplicates INDEX_DIR [--threshold 0.95] [--json FILE]
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ def _main(argv: list[str] | None) -> int:
     d.add_argument("--id", type=int, action="append", required=True, help="item id (repeatable)")
     d.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
     d.add_argument("--device", default="cpu")
+    u = sub.add_parser("duplicates", help="list pairs of near-identical items (cosine similarity >= threshold)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    u.add_argument("out", type=Path)
+    u.add_argument("--threshold", type=float, default=0.95, help="cosine similarity at or above which a pair counts")
+    u.add_argument("--neighbours", type=int, default=10, help="neighbours looked at per item")
+    u.add_argument("--limit", type=int, default=20, help="pairs printed")
+    u.add_argument("--json", type=Path, default=None, help="write every pair and group here")
+    u.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -89,6 +98,10 @@ def _main(argv: list[str] | None) -> int:
             target_recall=args.target_recall, delete_missing=args.delete_missing, keep_versions=args.keep_versions,
             batch_size=args.batch_size, workers=args.workers, device=args.device, progress=not args.no_progress,
         ))
+        if report.rank != 0:
+            print(f"rank {report.rank} of {report.world_size}: {report.embedded} embedded, {report.unchanged} "
+                  f"unchanged, {len(report.failures)} files skipped")
+            return 0
         print(f"published {report.version} with {report.indexed} vectors: {report.embedded} embedded "
               f"({report.images_per_second:.1f} img/s), {report.unchanged} unchanged, {report.deleted} deleted; "
               f"{len(report.failures)} files skipped")
@@ -114,6 +127,20 @@ def _main(argv: list[str] | None) -> int:
               f"{len(r.not_in_catalog)} vectors without a live item (e.g. {r.not_in_catalog[:5]}), "
               f"{r.duplicates} duplicate ids; publish again with `python -m index build`")
         return 1
+    if args.command == "duplicates":
+        from index.catalog import Catalog
+        from index.duplicates import as_json, find_duplicates, format_report
+        from index.version import open_current
+
+        catalog = Catalog(args.database_url or default_database_url(args.out))
+        try:
+            report = find_duplicates(open_current(args.out), catalog, args.threshold, args.neighbours)
+            print(format_report(report, catalog, args.limit))
+        finally:
+            catalog.dispose()
+        if args.json:
+            args.json.write_text(json.dumps(as_json(report), indent=1) + "\n")
+        return 0
     if args.command == "delete":
         from index.build import delete_items
         from training.encoder import load_encoder

@@ -8,6 +8,11 @@ Every batch commits its items together with their vectors, so a job killed at an
 those whose vector the catalog already holds for this encoder, and goes on. The index
 version is built from the catalog at the end, so it holds exactly one vector per live
 item and always agrees with the catalog (``python -m index verify`` checks it).
+
+Under ``torchrun`` (one process per GPU, on one or several machines sharing the catalog
+database and the index folder), rank r embeds every world_size-th image starting at r;
+the catalog is where the slices meet, and rank 0 publishes the version once all ranks
+have committed (a barrier).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from index.embed import embed_items
 from index.faiss_build import fill, new_index
 from index.reader import SourceItem, read_source
 from index.version import open_current, publish
+from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,8 @@ class BuildReport:
     deleted: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    rank: int = 0  # under torchrun: which process this report is from (only rank 0 publishes)
+    world_size: int = 1
 
     @property
     def images_per_second(self) -> float:
@@ -81,18 +89,23 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
     started = time.perf_counter()
     if cfg.factory != AUTO:
         new_index(8, cfg.factory)  # a bad factory string fails before any work
-    encoder = encoder or load_encoder(cfg.encoder, cfg.device)
+    dist, device = init_from_env(cfg.device)  # under torchrun: this process's share and GPU
+    encoder = encoder or load_encoder(cfg.encoder, device)
     catalog = Catalog(cfg.database_url)
     try:
-        catalog.migrate()
+        if dist.is_main:
+            catalog.migrate()
+        barrier(dist)
         items: list[SourceItem] = list(read_source(cfg.source, cfg.image_key))
         if not items:
             raise ValueError(f"{cfg.source} holds no images")
+        mine = items[dist.rank::dist.world_size]  # every rank embeds its slice into the shared catalog
         known = catalog.embedded_hashes(cfg.collection, encoder.fingerprint)
-        report = BuildReport(version=Path(), indexed=0)
-        bar = tqdm(total=len(items), desc="index", unit="img", disable=not cfg.progress, dynamic_ncols=True)
+        report = BuildReport(version=Path(), indexed=0, rank=dist.rank, world_size=dist.world_size)
+        bar = tqdm(total=len(mine), desc="index" if not dist.enabled else f"index (rank {dist.rank})", unit="img",
+                   disable=not cfg.progress, dynamic_ncols=True, position=dist.rank)
         try:
-            for batch in embed_items(encoder, items, cfg.batch_size, cfg.workers, DecodeLimits(cfg.max_pixels), known):
+            for batch in embed_items(encoder, mine, cfg.batch_size, cfg.workers, DecodeLimits(cfg.max_pixels), known):
                 for item, reason in batch.failures:
                     log.warning("skipped %s: %s", item.uri, reason)
                     report.failures.append((item.uri, reason))
@@ -108,6 +121,10 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
                 bar.set_postfix(new=report.embedded, same=report.unchanged, failed=len(report.failures))
         finally:
             bar.close()
+        barrier(dist)  # every slice is committed: the main rank merges them into one version
+        if not dist.is_main:
+            report.seconds = time.perf_counter() - started
+            return report
         if cfg.delete_missing:
             present = {it.uri for it in items}
             gone = [i for source, i in catalog.sources(cfg.collection).items() if source not in present]

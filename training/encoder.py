@@ -25,6 +25,7 @@ Besides such files, ``load_encoder`` accepts pretrained open_clip models:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -177,6 +178,14 @@ class Encoder:
     def source(self) -> str:
         return self.meta.get("source", "")
 
+    def _autocast(self):
+        """bf16 (or fp16) autocast on GPUs, where it doubles throughput; full precision on CPUs.
+        Vectors come out as float32 either way (``_normalise``)."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
     def image_tensor(self, image: Image.Image) -> torch.Tensor:
         """One PIL image -> its preprocessed (3, H, W) tensor."""
         return self._transform(image)
@@ -187,7 +196,8 @@ class Encoder:
         out = []
         for start in range(0, len(batch), self.batch_size):
             x = batch[start : start + self.batch_size].to(self.device, non_blocking=True)
-            out.append(_normalise(self.image_tower(x)))
+            with self._autocast():
+                out.append(_normalise(self.image_tower(x)))
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return torch.cat(out).float().cpu().numpy()
@@ -208,7 +218,8 @@ class Encoder:
         out = []
         for start in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
-            out.append(_normalise(self.text_tower(tokens)))
+            with self._autocast():
+                out.append(_normalise(self.text_tower(tokens)))
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return torch.cat(out).float().cpu().numpy()

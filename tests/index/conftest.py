@@ -31,6 +31,8 @@ def odd_files(tmp_path) -> dict[str, Path]:
     good = png_bytes(rgb)
     put("good.png", good)
     put("truncated.png", good[: len(good) // 2])
+    jpeg = png_bytes(rgb, format="JPEG", quality=90)
+    put("truncated.jpg", jpeg[: len(jpeg) // 2])
     put("zero.jpg", b"")
     put("text.jpg", b"hello, I am not a picture\n")
     put("cmyk.jpg", png_bytes(rgb.convert("CMYK"), format="JPEG"))

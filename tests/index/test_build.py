@@ -1,4 +1,5 @@
 import json
+import os
 import random
 import shutil
 import signal
@@ -60,10 +61,10 @@ def test_rebuild_keeps_ids_and_publishes_a_new_version(micro_encoder, small_mani
 def test_bad_files_are_recorded_and_skipped(micro_encoder, odd_files, tmp_path):
     report = build(_config(micro_encoder, odd_files["good.png"].parent, tmp_path, max_pixels=10_000_000))
     skipped = {uri.rsplit("/", 1)[1]: reason.split(":")[0] for uri, reason in report.failures}
-    assert skipped == {"truncated.png": "corrupt", "zero.jpg": "empty", "text.jpg": "not_an_image",
-                       "bomb.png": "too_many_pixels"}
+    assert skipped == {"truncated.png": "corrupt", "truncated.jpg": "corrupt", "zero.jpg": "empty",
+                       "text.jpg": "not_an_image", "bomb.png": "too_many_pixels"}
     assert report.indexed == 5  # good, cmyk, sixteen, animated, rotated
-    assert open_current(tmp_path / "index").manifest["failures"] == 4
+    assert open_current(tmp_path / "index").manifest["failures"] == 5
 
 
 def test_build_into_postgresql(micro_encoder, small_manifest, tmp_path, postgres_url):
@@ -201,3 +202,46 @@ def test_auto_choice_and_tuned_parameters_are_recorded(micro_encoder, small_mani
     assert v.manifest["tuning"]["recall"] >= 0.99 and 1 <= nprobe <= 4
     assert faiss.extract_index_ivf(v.index).nprobe == nprobe  # applied when the version is opened
     assert report.indexed == v.count
+
+
+def test_two_ranks_under_torchrun_embed_halves_and_publish_one_version(micro_encoder, small_manifest, tmp_path):
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "index",
+         "build", "--encoder", str(micro_encoder), "--source", str(small_manifest), "--out", str(tmp_path / "idx"),
+         "--database-url", url, "--workers", "0", "--batch-size", "16", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n = len(small_manifest.read_text().splitlines())
+    assert f"rank 1 of 2: {n // 2} embedded" in proc.stdout
+    assert f"with {n} vectors: {n // 2} embedded" in proc.stdout  # rank 0 embedded the other half, then merged
+    assert len(list((tmp_path / "idx" / "versions").iterdir())) == 1
+    report = verify(tmp_path / "idx", url)
+    assert report.ok and report.index_count == n
+
+
+def test_near_duplicates_are_found_and_grouped(micro_encoder, tmp_path):
+    rows = sample_rows()[:12]
+    folder = _copy_sample(rows, tmp_path / "imgs")
+    shutil.copy(folder / f"{rows[0]['vendor']}-{rows[0]['code']}.png", folder / "copy-a1.png")
+    shutil.copy(folder / f"{rows[0]['vendor']}-{rows[0]['code']}.png", folder / "copy-a2.png")
+    shutil.copy(folder / f"{rows[5]['vendor']}-{rows[5]['code']}.png", folder / "copy-b.png")
+    cfg = _config(micro_encoder, folder, tmp_path)
+    build(cfg)
+    out_json = tmp_path / "dups.json"
+    proc = subprocess.run([sys.executable, "-m", "index", "duplicates", str(cfg.out), "--database-url",
+                           cfg.database_url, "--threshold", "0.99999", "--json", str(out_json)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out_json.read_text())
+    catalog = Catalog(cfg.database_url)
+    by_id = {i: Path(s).name for s, i in catalog.sources("default").items()}
+    named = [{by_id[g] for g in group} for group in report["groups"]]
+    a = {f"{rows[0]['vendor']}-{rows[0]['code']}.png", "copy-a1.png", "copy-a2.png"}
+    b = {f"{rows[5]['vendor']}-{rows[5]['code']}.png", "copy-b.png"}
+    assert a in named and b in named  # byte-identical copies: one group each
+    pairs = {frozenset((by_id[p["a"]], by_id[p["b"]])) for p in report["pairs"]}
+    assert {frozenset(p) for p in [("copy-a1.png", "copy-a2.png"), tuple(b)]} <= pairs
+    assert all(p["score"] >= 0.99999 for p in report["pairs"])
+    assert "pairs at cosine >= 0.99999" in proc.stdout

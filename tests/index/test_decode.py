@@ -14,6 +14,7 @@ def test_odd_but_valid_files_decode(odd_files, name):
 
 @pytest.mark.parametrize("name, reason", [
     ("truncated.png", "corrupt"),
+    ("truncated.jpg", "corrupt"),
     ("zero.jpg", "empty"),
     ("text.jpg", "not_an_image"),
     ("bomb.png", "too_many_pixels"),
