@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 
 import numpy as np
@@ -13,8 +12,6 @@ from service.errors import ApiError
 from service.schemas import SearchHit, SearchResponse
 from service.state import Resources
 
-log = logging.getLogger(__name__)
-
 
 def require_text_tower(res: Resources) -> None:
     if res.text_batcher is None:
@@ -24,14 +21,21 @@ def require_text_tower(res: Resources) -> None:
 
 
 def nearest(res: Resources, query: np.ndarray, k: int) -> list[SearchHit]:
-    """One query vector (dim,) -> up to k hits, in FAISS order (best first)."""
-    scores, ids = res.version.search(query[None, :], k)  # (1, k), (1, k); id -1 = no more vectors
-    found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-    rows = res.catalog.get_many(i for i, _ in found)
-    missing = [i for i, _ in found if i not in rows]
-    if missing:
-        log.warning("index version %s has ids missing from the catalog: %s", res.version.name, missing[:10])
-    return [SearchHit.of(rows[i], s) for i, s in found if i in rows]
+    """One query vector (dim,) -> the k best live items, in FAISS order (best first).
+
+    Items deleted since the index version was published are still in FAISS but no longer
+    live in the catalog; the search widens (4x at a time) until k live items are found or
+    the index has no more, so a deletion never makes a query silently return fewer."""
+    total = res.version.count
+    fetch = min(k, total)
+    while True:
+        scores, ids = res.version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        rows = res.catalog.get_many(i for i, _ in found)
+        hits = [SearchHit.of(rows[i], s) for i, s in found if i in rows]
+        if len(hits) >= k or fetch >= total:
+            return hits[:k]
+        fetch = min(total, fetch * 4)
 
 
 async def search_text(res: Resources, query: str, k: int) -> SearchResponse:
