@@ -167,6 +167,16 @@ class Catalog:
                 ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
                 yield ids, np.stack([decode_vector(r[1]) for r in part])
 
+    def vector_of(self, item_id: int, fingerprint: str) -> np.ndarray | None:
+        """A live item's current vector by ``fingerprint`` (None if it has none or it is out of date)."""
+        q = (select(Vector.vector)
+             .join(Item, Item.id == Vector.item_id)
+             .where(Vector.item_id == int(item_id), Vector.fingerprint == fingerprint, Item.deleted_at.is_(None),
+                    Vector.content_hash == Item.content_hash))
+        with self.sessions() as session:
+            data = session.scalar(q)
+        return decode_vector(data) if data is not None else None
+
     def live_ids(self, collection: str) -> set[int]:
         with self.sessions() as session:
             q = select(Item.id).where(Item.collection == collection, Item.deleted_at.is_(None))

@@ -36,6 +36,7 @@ class TextSearchRequest(BaseModel):
 
     query: str = Field(description="what to look for, in words; surrounding whitespace is ignored")
     k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)")
+    offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)")
 
     @field_validator("query")
     @classmethod
@@ -44,6 +45,26 @@ class TextSearchRequest(BaseModel):
         if not query:
             raise PydanticCustomError("empty_query", "the query is empty: give some words to search for")
         return query
+
+
+class SimilarRequest(BaseModel):
+    """More like this: the items nearest to an indexed item, the item itself left out."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": 412, "k": 5}]})
+
+    id: int = Field(ge=0, description="catalog id of an indexed item (as in search results)")
+    k: int = Field(10, ge=1, description="how many results (at most the server's max_k)")
+    offset: int = Field(0, ge=0, description="skip this many results first")
+
+
+class VectorSearchRequest(BaseModel):
+    """Search with a vector computed elsewhere (by the same encoder); it is L2-normalised here."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"vector": [0.12, -0.05, 0.31], "k": 5}]})
+
+    vector: list[float] = Field(min_length=1, description="as many numbers as the encoder's dim (see /healthz)")
+    k: int = Field(10, ge=1, description="how many results (at most the server's max_k)")
+    offset: int = Field(0, ge=0, description="skip this many results first")
 
 
 class SearchHit(BaseModel):

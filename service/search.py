@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from service.errors import ApiError
+from service.errors import ApiError, validation_error
 from service.schemas import SearchHit, SearchResponse
 from service.state import Resources
 
@@ -20,38 +20,69 @@ def require_text_tower(res: Resources) -> None:
                        "or classify into labels")
 
 
-def nearest(res: Resources, query: np.ndarray, k: int) -> list[SearchHit]:
-    """One query vector (dim,) -> the k best live items, in FAISS order (best first).
+def nearest(res: Resources, query: np.ndarray, k: int, offset: int = 0, exclude: int | None = None) -> list[SearchHit]:
+    """One query vector (dim,) -> live items ``offset .. offset + k - 1`` in FAISS order (best first).
 
     Items deleted since the index version was published are still in FAISS but no longer
-    live in the catalog; the search widens (4x at a time) until k live items are found or
-    the index has no more, so a deletion never makes a query silently return fewer."""
+    live in the catalog (and ``exclude`` is left out on purpose); the search widens (4x at a
+    time) until enough live items are found or the index has no more, so neither makes a
+    query silently return fewer."""
+    want = offset + k
     total = res.version.count
-    fetch = min(k, total)
+    fetch = min(want + (exclude is not None), total)
     while True:
         scores, ids = res.version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
         rows = res.catalog.get_many(i for i, _ in found)
         hits = [SearchHit.of(rows[i], s) for i, s in found if i in rows]
-        if len(hits) >= k or fetch >= total:
-            return hits[:k]
+        if len(hits) >= want or fetch >= total:
+            return hits[offset:want]
         fetch = min(total, fetch * 4)
 
 
-async def search_text(res: Resources, query: str, k: int) -> SearchResponse:
+async def search_text(res: Resources, query: str, k: int, offset: int = 0) -> SearchResponse:
     """The k items whose pictures best match ``query``."""
     require_text_tower(res)
     started = time.perf_counter()
     vector = await res.text_batcher.submit(query)  # (dim,)
-    hits = await run_in_threadpool(nearest, res, vector, k)
-    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=res.version.name)
+    return await _answer(res, vector, k, offset, started)
 
 
-async def search_image(res: Resources, image: Image.Image, k: int) -> SearchResponse:
+async def search_image(res: Resources, image: Image.Image, k: int, offset: int = 0) -> SearchResponse:
     """The k items that look most like ``image``."""
     started = time.perf_counter()
     vector = await res.image_batcher.submit(image)  # (dim,)
-    hits = await run_in_threadpool(nearest, res, vector, k)
+    return await _answer(res, vector, k, offset, started)
+
+
+async def search_similar(res: Resources, item_id: int, k: int, offset: int = 0) -> SearchResponse:
+    """More like this: the k items nearest to item ``item_id``'s stored vector, the item left out."""
+    started = time.perf_counter()
+    item = await run_in_threadpool(res.catalog.get, item_id)
+    if item is None or item.collection != res.settings.collection:
+        raise ApiError(404, "not_found", f"no item with id {item_id}")
+    vector = await run_in_threadpool(res.catalog.vector_of, item_id, res.encoder.fingerprint)
+    if vector is None:
+        raise ApiError(404, "not_found", f"item {item_id} has no vector by the served encoder; re-index it")
+    return await _answer(res, vector, k, offset, started, exclude=item_id)
+
+
+async def search_vector(res: Resources, values: list[float], k: int, offset: int = 0) -> SearchResponse:
+    """The k items nearest to a caller's vector (checked for size and finiteness, then normalised)."""
+    started = time.perf_counter()
+    vector = np.asarray(values, dtype=np.float32)
+    if vector.shape != (res.encoder.dim,):
+        raise validation_error(("body", "vector"), f"the vector must have {res.encoder.dim} numbers (the encoder's "
+                               f"dim), not {vector.size}", "wrong_dimension")
+    norm = float(np.linalg.norm(vector)) if np.all(np.isfinite(vector)) else float("nan")
+    if not np.isfinite(norm) or norm == 0.0:
+        raise validation_error(("body", "vector"), "the vector must be finite and not all zeros", "bad_vector")
+    return await _answer(res, vector / norm, k, offset, started)
+
+
+async def _answer(res: Resources, vector: np.ndarray, k: int, offset: int, started: float,
+                  exclude: int | None = None) -> SearchResponse:
+    hits = await run_in_threadpool(nearest, res, vector, k, offset, exclude)
     return SearchResponse(results=hits, took_ms=ms_since(started), index_version=res.version.name)
 
 

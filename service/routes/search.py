@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from service import search
 from service.deps import ResourcesDep, SettingsDep
 from service.limits import check_k, check_text
-from service.schemas import ErrorResponse, SearchResponse, TextSearchRequest
+from service.schemas import ErrorResponse, SearchResponse, SimilarRequest, TextSearchRequest, VectorSearchRequest
 from service.uploads import read_image
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -33,7 +33,7 @@ async def search_text(body: TextSearchRequest, res: ResourcesDep, settings: Sett
     """The `k` indexed images that best match the words of `query`, best first."""
     check_k(body.k, settings, ("body", "k"))
     check_text(body.query, settings, ("body", "query"))
-    return await search.search_text(res, body.query, body.k)
+    return await search.search_text(res, body.query, body.k, body.offset)
 
 
 @router.post("/image", response_model=SearchResponse, summary="Find similar images", responses=_UPLOAD_ERRORS)
@@ -42,8 +42,33 @@ async def search_image(
     res: ResourcesDep,
     settings: SettingsDep,
     k: Annotated[int, Form(ge=1, description="how many results (at most the server's max_k)")] = 10,
+    offset: Annotated[int, Form(ge=0, description="skip this many results first")] = 0,
 ) -> SearchResponse:
     """The `k` indexed images that look most like the uploaded one, best first."""
     check_k(k, settings, ("body", "k"))
     image = await read_image(file, settings)
-    return await search.search_image(res, image, k)
+    return await search.search_image(res, image, k, offset)
+
+
+@router.post(
+    "/similar", response_model=SearchResponse, summary="More like this indexed item",
+    responses={
+        404: {"model": ErrorResponse, "description": "`not_found`: no such item, or it has no vector"},
+        422: {"model": ErrorResponse, "description": "`validation_error` (e.g. k out of range)"},
+    },
+)
+async def search_similar(body: SimilarRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
+    """The `k` items nearest to item `id` (its stored embedding), the item itself left out, best first."""
+    check_k(body.k, settings, ("body", "k"))
+    return await search.search_similar(res, body.id, body.k, body.offset)
+
+
+@router.post(
+    "/vector", response_model=SearchResponse, summary="Search with a raw embedding",
+    responses={422: {"model": ErrorResponse,
+                     "description": "`validation_error`: wrong dimension, non-finite or zero vector, k out of range"}},
+)
+async def search_vector(body: VectorSearchRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
+    """The `k` items nearest to `vector` (same encoder, any scale: it is normalised), best first."""
+    check_k(body.k, settings, ("body", "k"))
+    return await search.search_vector(res, body.vector, body.k, body.offset)

@@ -105,3 +105,42 @@ def test_overlong_query_is_422(serve):
         error = assert_error(c.post("/v1/search/text", json={"query": "x" * 21}), 422, "validation_error")
         assert error["detail"][0]["loc"] == ["body", "query"]
         assert c.post("/v1/search/text", json={"query": "x" * 20}).status_code == 200
+
+
+def test_offset_pages_through_one_stable_order(client):
+    whole = [h["id"] for h in client.post("/v1/search/text", json={"query": "cat", "k": 12}).json()["results"]]
+    pages = [client.post("/v1/search/text", json={"query": "cat", "k": 4, "offset": o}).json()["results"]
+             for o in (0, 4, 8)]
+    assert [h["id"] for page in pages for h in page] == whole
+    assert_error(client.post("/v1/search/text", json={"query": "cat", "offset": -1}), 422, "validation_error")
+
+
+def test_more_like_this_leaves_the_item_out(client, sample_png):
+    first = client.post("/v1/search/image", files={"file": ("q.png", sample_png.read_bytes(), "image/png")},
+                        data={"k": "6"}).json()["results"]
+    item_id = first[0]["id"]  # the query image itself
+    r = client.post("/v1/search/similar", json={"id": item_id, "k": 5})
+    assert r.status_code == 200, r.text
+    hits = r.json()["results"]
+    assert [h["id"] for h in hits] == [h["id"] for h in first[1:]]  # the same neighbours, minus itself
+    assert_error(client.post("/v1/search/similar", json={"id": 10**9, "k": 5}), 404, "not_found")
+    assert_error(client.post("/v1/search/similar", json={"id": item_id, "k": 0}), 422, "validation_error")
+
+
+def test_search_by_raw_vector(client, micro_encoder, sample_png):
+    from PIL import Image
+
+    from training.encoder import load_encoder
+
+    vector = load_encoder(micro_encoder).encode_images([Image.open(sample_png)])[0]
+    r = client.post("/v1/search/vector", json={"vector": (3.0 * vector).tolist(), "k": 3})  # any scale
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert top["source"] == str(sample_png) and abs(top["score"] - 1.0) < 1e-4
+    dim = len(vector)
+    for bad, why in [([0.1] * (dim + 1), "wrong_dimension"), ([0.0] * dim, "bad_vector"), ([], "too_short")]:
+        err = assert_error(client.post("/v1/search/vector", json={"vector": bad}), 422, "validation_error")
+        assert err["detail"][0]["type"] == why
+    nan = client.post("/v1/search/vector", content=b'{"vector": [NaN' + b", 0.1" * (dim - 1) + b"]}",
+                      headers={"content-type": "application/json"})
+    assert nan.status_code == 422, nan.text
