@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.body_limit import BodyLimitMiddleware
 from service.errors import install_error_handlers
+from service.observability import install_observability
 from service.routes import classify, health, items, search
 from service.schemas import API_PREFIX, ErrorResponse
 from service.settings import Settings
@@ -43,6 +44,9 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = resources is None
         loaded = await run_in_threadpool(Resources.load, settings) if owned else resources
+        loaded.image_batcher.on_batch = metrics.batch_size.labels("images").observe
+        if loaded.text_batcher is not None:
+            loaded.text_batcher.on_batch = metrics.batch_size.labels("texts").observe
         app.state.resources = loaded
         try:
             yield
@@ -62,6 +66,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.state.resources = None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    metrics = install_observability(app)  # outermost: times and ids every response, errors included
     for router in (search.router, classify.router, items.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -22,10 +22,12 @@ T = TypeVar("T")
 class Batcher(Generic[T]):
     """``await batcher.submit(item)`` -> ``fn([..., item, ...])[i]``, with concurrent submits sharing calls."""
 
-    def __init__(self, fn: Callable[[Sequence[T]], np.ndarray], max_batch: int = 32) -> None:
+    def __init__(self, fn: Callable[[Sequence[T]], np.ndarray], max_batch: int = 32,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.fn = fn  # items -> (B, ...) array, one row per item
         self.max_batch = max_batch
         self.calls = 0  # how many times fn ran (batches), for tests and metrics
+        self.on_batch = on_batch  # told each batch's size (metrics)
         self._pending: deque[tuple[T, asyncio.Future]] = deque()
         self._drainer: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,6 +53,8 @@ class Batcher(Generic[T]):
     async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:
         try:
             self.calls += 1
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             rows = await run_in_threadpool(self.fn, [item for item, _ in batch])
             if len(rows) != len(batch):
                 raise RuntimeError(f"batch function returned {len(rows)} rows for {len(batch)} items")
