@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
+import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -18,6 +20,8 @@ from service.settings import Settings
 from service.state import Resources
 from service.web import mount_web
 
+log = logging.getLogger(__name__)
+
 DESCRIPTION = """\
 Search an image collection by text or by example, and classify images into labels
 that nobody trained the encoder on (zero-shot). Every error is JSON of the form
@@ -30,6 +34,18 @@ def _version() -> str:
         return importlib.metadata.version("lookalike")
     except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
         return "0+unknown"
+
+
+async def _watch_versions(resources: Resources, interval: float) -> None:
+    """Pick up newly published index versions every ``interval`` seconds (off the event loop)."""
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(resources.reload_if_published)
+        except Exception:  # never let the watcher die: the next round tries again
+            log.exception("checking for a new index version failed")
 
 
 def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
@@ -48,9 +64,11 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
         if loaded.text_batcher is not None:
             loaded.text_batcher.on_batch = metrics.batch_size.labels("texts").observe
         app.state.resources = loaded
+        watcher = asyncio.create_task(_watch_versions(loaded, settings.reload_interval))
         try:
             yield
         finally:
+            watcher.cancel()
             app.state.resources = None
             if owned:
                 loaded.close()

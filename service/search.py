@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.errors import ApiError, validation_error
 from service.schemas import SearchHit, SearchResponse
+from index.version import IndexVersion
 from service.state import Resources
 
 
@@ -27,11 +28,17 @@ def nearest(res: Resources, query: np.ndarray, k: int, offset: int = 0, exclude:
     live in the catalog (and ``exclude`` is left out on purpose); the search widens (4x at a
     time) until enough live items are found or the index has no more, so neither makes a
     query silently return fewer."""
+    return nearest_in(res.version, res, query, k, offset, exclude)
+
+
+def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int, offset: int = 0,
+               exclude: int | None = None) -> list[SearchHit]:
+    """``nearest`` on one given index version (a request keeps the version it started with)."""
     want = offset + k
-    total = res.version.count
+    total = version.count
     fetch = min(want + (exclude is not None), total)
     while True:
-        scores, ids = res.version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
+        scores, ids = version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
         rows = res.catalog.get_many(i for i, _ in found)
         hits = [SearchHit.of(rows[i], s) for i, s in found if i in rows]
@@ -82,8 +89,9 @@ async def search_vector(res: Resources, values: list[float], k: int, offset: int
 
 async def _answer(res: Resources, vector: np.ndarray, k: int, offset: int, started: float,
                   exclude: int | None = None) -> SearchResponse:
-    hits = await run_in_threadpool(nearest, res, vector, k, offset, exclude)
-    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=res.version.name)
+    version = res.version  # one version for the whole request, even if a newer one is swapped in meanwhile
+    hits = await run_in_threadpool(nearest_in, version, res, vector, k, offset, exclude)
+    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
 
 
 def ms_since(started: float) -> float:

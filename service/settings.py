@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     default_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
     label_cache_size: PositiveInt = 64
     max_batch: PositiveInt = Field(32, description="most queries batched into one encoder call")
+    reload_interval: float = Field(5.0, ge=0.0, description="seconds between checks for a newly published index "
+                                                            "version, swapped in without a restart (0: never)")
 
     @field_validator("default_templates")
     @classmethod

@@ -15,7 +15,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from index.build import redact
 from index.catalog import Catalog
-from index.version import EncoderMismatch, IndexVersion, open_current
+from index.version import EncoderMismatch, IndexVersion, current_name, open_current
 from service.batching import Batcher
 from service.settings import Settings
 from training.encoder import Encoder, load_encoder
@@ -65,6 +65,7 @@ class Resources:
     label_weights: LabelWeightCache = field(init=False)
     image_batcher: Batcher = field(init=False)  # PIL images -> (B, dim)
     text_batcher: Batcher | None = field(init=False)  # strings -> (B, dim); None for image-only encoders
+    _refused: str | None = field(init=False, default=None)  # a published version that could not be served
 
     def __post_init__(self) -> None:
         self.label_weights = LabelWeightCache(self.settings.label_cache_size)
@@ -118,6 +119,29 @@ class Resources:
         log.info("serving index version %s (%d vectors, collection %r) with encoder %s (%s)",
                  version.name, version.count, settings.collection, settings.encoder, encoder.fingerprint[:16])
         return cls(settings=settings, encoder=encoder, version=version, catalog=catalog)
+
+    def reload_if_published(self) -> bool:
+        """Swap in the index version that ``CURRENT`` names if it is newer than the served one.
+
+        The new version is loaded and checked (encoder fingerprint, collection) before the swap;
+        requests in flight keep the version object they started with. A version that cannot be
+        served is logged once and the current one stays. Returns whether a swap happened."""
+        name = current_name(self.settings.index)
+        if name is None or name == self.version.name or name == self._refused:
+            return False
+        try:
+            version = open_current(self.settings.index)
+            version.check_encoder(self.encoder.fingerprint)
+            built_for = version.manifest.get("collection")
+            if built_for is not None and built_for != self.settings.collection:
+                raise ValueError(f"it holds collection {built_for!r}, not {self.settings.collection!r}")
+        except (ValueError, OSError, RuntimeError) as exc:
+            self._refused = name
+            log.error("not serving the newly published index version %s: %s", name, exc)
+            return False
+        old, self.version = self.version, version
+        log.info("index version %s (%d vectors) replaces %s", version.name, version.count, old.name)
+        return True
 
     def close(self) -> None:
         self.catalog.dispose()

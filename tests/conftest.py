@@ -65,12 +65,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_service(encoder, index, database_url: str, timeout: float = 90.0) -> Iterator[str]:
-    """``python -m service`` (a real uvicorn) on a free loopback port; yields its base URL once healthy."""
+def running_service(encoder, index, database_url: str, timeout: float = 90.0,
+                    settings: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m service`` (a real uvicorn) on a free loopback port; yields its base URL once healthy.
+    ``settings`` become ``LOOKALIKE_*`` environment variables (e.g. {"reload_interval": "0.5"})."""
     import httpx
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update({f"LOOKALIKE_{k.upper()}": v for k, v in (settings or {}).items()})
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "--encoder", str(encoder), "--index", str(index),
          "--database-url", database_url, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],

@@ -15,8 +15,9 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health, summary="Liveness and what is being served")
 async def healthz(res: ResourcesDep) -> Health:
+    version = res.version
     return Health(
-        status="ok", index_version=res.version.name, count=res.version.count,
+        status="ok", index_version=version.name, count=version.count,
         encoder_fingerprint=res.encoder.fingerprint, collection=res.settings.collection,
         can_encode_text=res.encoder.can_encode_text,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -127,3 +128,22 @@ def live_server(built_index) -> Iterator[str]:
 
     with running_service(built_index["encoder"], built_index["index"], built_index["database_url"]) as base:
         yield base
+
+
+@pytest.fixture(scope="session")
+def other_encoder(tmp_path_factory, micro_encoder) -> Path:
+    """The micro encoder with one weight nudged: same architecture, a different fingerprint."""
+    from safetensors.torch import load_file
+
+    from training.encoder import Preprocess, read_metadata, save_encoder
+
+    meta = read_metadata(micro_encoder)
+    weights = load_file(str(micro_encoder))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1e-3 * torch.ones_like(weights[name])
+    out = tmp_path_factory.mktemp("other") / "other.safetensors"
+    fp = save_encoder(out, kind=meta["kind"], arch=meta["arch"], state_dict=weights,
+                      preprocess=Preprocess(**meta["preprocess"]), dim=meta["dim"], tokenizer=meta["tokenizer"],
+                      run=meta["run"])
+    assert fp != meta["fingerprint"]
+    return out

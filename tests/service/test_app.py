@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.state import StartupError
-
-
-@pytest.fixture(scope="session")
-def other_encoder(tmp_path_factory, micro_encoder) -> Path:
-    """The micro encoder with one weight nudged: same architecture, a different fingerprint."""
-    from safetensors.torch import load_file
-
-    from training.encoder import Preprocess, read_metadata, save_encoder
-
-    meta = read_metadata(micro_encoder)
-    weights = load_file(str(micro_encoder))
-    name = sorted(weights)[0]
-    weights[name] = weights[name] + 1e-3 * torch.ones_like(weights[name])
-    out = tmp_path_factory.mktemp("other") / "other.safetensors"
-    fp = save_encoder(out, kind=meta["kind"], arch=meta["arch"], state_dict=weights,
-                      preprocess=Preprocess(**meta["preprocess"]), dim=meta["dim"], tokenizer=meta["tokenizer"],
-                      run=meta["run"])
-    assert fp != meta["fingerprint"]
-    return out
 
 
 def test_healthz_names_what_is_served(client, built_index):
