@@ -57,6 +57,21 @@ class Vector(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ApiKey(Base):
+    """A key of the HTTP service (``python -m service keys``); only its sha256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to tell keys apart in lists
+    scopes: Mapped[str] = mapped_column(String(200))  # comma-separated: read, write, admin
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests per minute; None: default
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=None)
+
+
 @dataclass(frozen=True)
 class NewItem:
     source: str
@@ -187,6 +202,22 @@ class Catalog:
         with self.sessions() as session:
             q = select(Item.source, Item.id).where(Item.collection == collection, Item.deleted_at.is_(None))
             return {source: i for source, i in session.execute(q)}
+
+    def update_metadata(self, collection: str, item_id: int, changes: dict[str, Any]) -> Item | None:
+        """Merge ``changes`` into a live item's metadata (a None value removes that key); None if no such item."""
+        with self.sessions.begin() as session:
+            item = session.get(Item, int(item_id))
+            if item is None or item.deleted_at is not None or item.collection != collection:
+                return None
+            meta = dict(item.meta or {})
+            for key, value in changes.items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+            item.meta = meta
+            item.updated_at = _utcnow()
+            return item
 
     def delete(self, collection: str, ids: Iterable[int]) -> list[int]:
         """Mark live items deleted (they vanish from get/get_many/count at once); returns those marked."""

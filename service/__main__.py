@@ -1,6 +1,7 @@
 """``python -m service``: serve an index over HTTP.
 
     python -m service --encoder ENCODER --index INDEX_DIR [--database-url URL] [--host H] [--port P]
+    python -m service keys create|list|revoke ...      (API keys; see service/keys.py)
 
 Every flag has a ``LOOKALIKE_*`` environment variable (``LOOKALIKE_ENCODER``,
 ``LOOKALIKE_INDEX``, ...); a flag given on the command line wins.
@@ -47,6 +48,11 @@ def _settings_problem(exc: ValidationError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        from service.keys import main as keys_main
+
+        return keys_main(argv[1:])
     overrides = parse_overrides(argv)
     from service.app import create_app
     from service.settings import Settings

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.body_limit import BodyLimitMiddleware
 from service.errors import install_error_handlers
+from service.keys import RateLimiter
 from service.observability import install_observability
 from service.routes import classify, health, items, search
 from service.schemas import API_PREFIX, ErrorResponse
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     )
     app.state.settings = settings
     app.state.resources = None
+    app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     metrics = install_observability(app)  # outermost: times and ids every response, errors included

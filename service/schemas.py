@@ -134,6 +134,13 @@ class ItemOut(BaseModel):
                    image_url=item_image_path(item.id))
 
 
+class MetadataPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"metadata": {"album": "summer",
+                                                                                           "draft": None}}]})
+
+    metadata: dict[str, Any] = Field(description="keys to set; a null value removes the key")
+
+
 class Health(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "status": "ok", "index_version": "20261128T120000000000Z-3f2a", "count": 766,

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     default_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
     label_cache_size: PositiveInt = 64
     max_batch: PositiveInt = Field(32, description="most queries batched into one encoder call")
+    require_key_for_reads: bool = Field(False, description="searches, classification and item reads need an API "
+                                                           "key with the read scope (writes always need one)")
+    rate_limit_per_minute: PositiveInt = Field(600, description="requests per minute per API key, unless the key "
+                                                               "sets its own")
     reload_interval: float = Field(5.0, ge=0.0, description="seconds between checks for a newly published index "
                                                             "version, swapped in without a restart (0: never)")
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service.classify import classify_image, parse_labels, parse_templates
 from service.deps import ResourcesDep, SettingsDep
+from service.keys import AUTH_ERRORS, require
 from service.schemas import ClassifyResponse, ErrorResponse
 from service.search import require_text_tower
 from service.uploads import read_image
 
-router = APIRouter(tags=["classify"])
+router = APIRouter(tags=["classify"], dependencies=[Depends(require("read"))], responses=AUTH_ERRORS)
 
 
 @router.post(

@@ -1,4 +1,4 @@
-"""``GET /v1/items/{id}`` and ``GET /v1/items/{id}/image``."""
+"""``GET|PATCH|DELETE /v1/items/{id}`` and ``GET /v1/items/{id}/image``."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import mimetypes
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from index.catalog import Item
 from service.deps import ResourcesDep
 from service.errors import ApiError
-from service.schemas import ErrorResponse, ItemOut
+from service.keys import AUTH_ERRORS, WriteCaller, require
+from service.schemas import ErrorResponse, ItemOut, MetadataPatch
 from service.state import Resources
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], responses=AUTH_ERRORS)
+READ = [Depends(require("read"))]
 
 ItemId = Annotated[int, Path(ge=0, le=2**63 - 1, description="catalog id, as in search results")]
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "`not_found`"}}
@@ -30,13 +32,15 @@ async def served_item(res: Resources, item_id: int) -> Item:
     return item
 
 
-@router.get("/{item_id}", response_model=ItemOut, summary="One catalog item", responses=_NOT_FOUND)
+@router.get("/{item_id}", response_model=ItemOut, summary="One catalog item", responses=_NOT_FOUND,
+            dependencies=READ)
 async def get_item(item_id: ItemId, res: ResourcesDep) -> ItemOut:
     return ItemOut.of(await served_item(res, item_id))
 
 
 @router.get(
     "/{item_id}/image", name="item_image", summary="The item's image file", response_class=FileResponse,
+    dependencies=READ,
     responses={200: {"content": {"image/*": {}}, "description": "the indexed file's bytes"}, **_NOT_FOUND},
 )
 async def get_item_image(item_id: ItemId, res: ResourcesDep) -> FileResponse:
@@ -48,4 +52,25 @@ async def get_item_image(item_id: ItemId, res: ResourcesDep) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
 
 
-router.add_api_route("/{item_id}/image", get_item_image, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/{item_id}/image", get_item_image, methods=["HEAD"], include_in_schema=False,
+                     dependencies=READ)
+
+
+@router.patch("/{item_id}", response_model=ItemOut, summary="Change an item's metadata", responses=_NOT_FOUND)
+async def patch_item(item_id: ItemId, body: MetadataPatch, res: ResourcesDep, caller: WriteCaller) -> ItemOut:
+    """Merge `metadata` into the item's metadata; a key set to null is removed. Needs the write scope."""
+    item = await run_in_threadpool(res.catalog.update_metadata, res.settings.collection, item_id, body.metadata)
+    if item is None:
+        raise ApiError(404, "not_found", f"no item with id {item_id}")
+    return ItemOut.of(item)
+
+
+@router.delete("/{item_id}", status_code=204, response_class=Response, summary="Delete an item",
+               responses=_NOT_FOUND)
+async def delete_item(item_id: ItemId, res: ResourcesDep, caller: WriteCaller) -> Response:
+    """Gone from search and from these routes at once; the next published index version leaves its vector
+    out. Needs the write scope."""
+    deleted = await run_in_threadpool(res.catalog.delete, res.settings.collection, [item_id])
+    if not deleted:
+        raise ApiError(404, "not_found", f"no item with id {item_id}")
+    return Response(status_code=204)

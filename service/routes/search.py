@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service import search
 from service.deps import ResourcesDep, SettingsDep
+from service.keys import AUTH_ERRORS, require
 from service.limits import check_k, check_text
 from service.schemas import ErrorResponse, SearchResponse, SimilarRequest, TextSearchRequest, VectorSearchRequest
 from service.uploads import read_image
 
-router = APIRouter(prefix="/search", tags=["search"])
+router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require("read"))],
+                   responses=AUTH_ERRORS)
 
 _UPLOAD_ERRORS = {
     400: {"model": ErrorResponse, "description": "`bad_image`: empty or corrupt image"},

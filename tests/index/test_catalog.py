@@ -15,8 +15,11 @@ def catalog(request, tmp_path):
     cat.migrate()
     yield cat
     if request.param == "postgresql":
+        from index.catalog import Base
+
+        Base.metadata.drop_all(cat.engine)  # every table the models know, so each test starts from nothing
         with cat.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS vectors, items, alembic_version")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     cat.dispose()
 
 
