@@ -19,6 +19,10 @@ _HIT_EXAMPLE = {
 }
 
 
+FILTER_HELP = ("only items whose metadata match: {key: value} (equality), {key: [values]} (membership), "
+               "{key: {gte|gt|lte|lt: number or ISO date, ne, in, nin}}; all conditions must hold")
+
+
 def item_image_path(item_id: int) -> str:
     """Where ``GET /v1/items/{id}/image`` serves an item's picture."""
     return f"{API_PREFIX}/items/{item_id}/image"
@@ -37,6 +41,7 @@ class TextSearchRequest(BaseModel):
     query: str = Field(description="what to look for, in words; surrounding whitespace is ignored")
     k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)")
     offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
     @field_validator("query")
     @classmethod
@@ -55,6 +60,7 @@ class SimilarRequest(BaseModel):
     id: int = Field(ge=0, description="catalog id of an indexed item (as in search results)")
     k: int = Field(10, ge=1, description="how many results (at most the server's max_k)")
     offset: int = Field(0, ge=0, description="skip this many results first")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
 
 class VectorSearchRequest(BaseModel):
@@ -65,6 +71,7 @@ class VectorSearchRequest(BaseModel):
     vector: list[float] = Field(min_length=1, description="as many numbers as the encoder's dim (see /healthz)")
     k: int = Field(10, ge=1, description="how many results (at most the server's max_k)")
     offset: int = Field(0, ge=0, description="skip this many results first")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
 
 class SearchHit(BaseModel):

@@ -9,6 +9,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import ApiError, validation_error
+from service.filters import Predicate
 from service.schemas import SearchHit, SearchResponse
 from index.version import IndexVersion
 from service.state import Resources
@@ -21,18 +22,19 @@ def require_text_tower(res: Resources) -> None:
                        "or classify into labels")
 
 
-def nearest(res: Resources, query: np.ndarray, k: int, offset: int = 0, exclude: int | None = None) -> list[SearchHit]:
+def nearest(res: Resources, query: np.ndarray, k: int, offset: int = 0, exclude: int | None = None,
+            keep: Predicate | None = None) -> list[SearchHit]:
     """One query vector (dim,) -> live items ``offset .. offset + k - 1`` in FAISS order (best first).
 
     Items deleted since the index version was published are still in FAISS but no longer
-    live in the catalog (and ``exclude`` is left out on purpose); the search widens (4x at a
-    time) until enough live items are found or the index has no more, so neither makes a
-    query silently return fewer."""
-    return nearest_in(res.version, res, query, k, offset, exclude)
+    live in the catalog, ``exclude`` is left out on purpose, and ``keep`` (a metadata filter)
+    may reject many; the search widens (4x at a time) until enough items pass or the index
+    has no more, so none of these makes a query silently return fewer."""
+    return nearest_in(res.version, res, query, k, offset, exclude, keep)
 
 
 def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int, offset: int = 0,
-               exclude: int | None = None) -> list[SearchHit]:
+               exclude: int | None = None, keep: Predicate | None = None) -> list[SearchHit]:
     """``nearest`` on one given index version (a request keeps the version it started with)."""
     want = offset + k
     total = version.count
@@ -41,28 +43,32 @@ def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int,
         scores, ids = version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
         rows = res.catalog.get_many(i for i, _ in found)
-        hits = [SearchHit.of(rows[i], s) for i, s in found if i in rows]
+        hits = [SearchHit.of(rows[i], s) for i, s in found
+                if i in rows and (keep is None or keep(rows[i].meta or {}))]
         if len(hits) >= want or fetch >= total:
             return hits[offset:want]
         fetch = min(total, fetch * 4)
 
 
-async def search_text(res: Resources, query: str, k: int, offset: int = 0) -> SearchResponse:
+async def search_text(res: Resources, query: str, k: int, offset: int = 0,
+                      keep: Predicate | None = None) -> SearchResponse:
     """The k items whose pictures best match ``query``."""
     require_text_tower(res)
     started = time.perf_counter()
     vector = await res.text_batcher.submit(query)  # (dim,)
-    return await _answer(res, vector, k, offset, started)
+    return await _answer(res, vector, k, offset, started, keep=keep)
 
 
-async def search_image(res: Resources, image: Image.Image, k: int, offset: int = 0) -> SearchResponse:
+async def search_image(res: Resources, image: Image.Image, k: int, offset: int = 0,
+                       keep: Predicate | None = None) -> SearchResponse:
     """The k items that look most like ``image``."""
     started = time.perf_counter()
     vector = await res.image_batcher.submit(image)  # (dim,)
-    return await _answer(res, vector, k, offset, started)
+    return await _answer(res, vector, k, offset, started, keep=keep)
 
 
-async def search_similar(res: Resources, item_id: int, k: int, offset: int = 0) -> SearchResponse:
+async def search_similar(res: Resources, item_id: int, k: int, offset: int = 0,
+                         keep: Predicate | None = None) -> SearchResponse:
     """More like this: the k items nearest to item ``item_id``'s stored vector, the item left out."""
     started = time.perf_counter()
     item = await run_in_threadpool(res.catalog.get, item_id)
@@ -71,10 +77,11 @@ async def search_similar(res: Resources, item_id: int, k: int, offset: int = 0) 
     vector = await run_in_threadpool(res.catalog.vector_of, item_id, res.encoder.fingerprint)
     if vector is None:
         raise ApiError(404, "not_found", f"item {item_id} has no vector by the served encoder; re-index it")
-    return await _answer(res, vector, k, offset, started, exclude=item_id)
+    return await _answer(res, vector, k, offset, started, exclude=item_id, keep=keep)
 
 
-async def search_vector(res: Resources, values: list[float], k: int, offset: int = 0) -> SearchResponse:
+async def search_vector(res: Resources, values: list[float], k: int, offset: int = 0,
+                        keep: Predicate | None = None) -> SearchResponse:
     """The k items nearest to a caller's vector (checked for size and finiteness, then normalised)."""
     started = time.perf_counter()
     vector = np.asarray(values, dtype=np.float32)
@@ -84,13 +91,13 @@ async def search_vector(res: Resources, values: list[float], k: int, offset: int
     norm = float(np.linalg.norm(vector)) if np.all(np.isfinite(vector)) else float("nan")
     if not np.isfinite(norm) or norm == 0.0:
         raise validation_error(("body", "vector"), "the vector must be finite and not all zeros", "bad_vector")
-    return await _answer(res, vector / norm, k, offset, started)
+    return await _answer(res, vector / norm, k, offset, started, keep=keep)
 
 
 async def _answer(res: Resources, vector: np.ndarray, k: int, offset: int, started: float,
-                  exclude: int | None = None) -> SearchResponse:
+                  exclude: int | None = None, keep: Predicate | None = None) -> SearchResponse:
     version = res.version  # one version for the whole request, even if a newer one is swapped in meanwhile
-    hits = await run_in_threadpool(nearest_in, version, res, vector, k, offset, exclude)
+    hits = await run_in_threadpool(nearest_in, version, res, vector, k, offset, exclude, keep)
     return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
 
 

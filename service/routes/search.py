@@ -1,13 +1,16 @@
-"""``POST /v1/search/text`` and ``POST /v1/search/image``."""
+"""``POST /v1/search/{text,image,similar,vector}``: every way to search, with paging and metadata filters."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service import search
 from service.deps import ResourcesDep, SettingsDep
+from service.errors import validation_error
+from service.filters import compile_filter
 from service.keys import AUTH_ERRORS, require
 from service.limits import check_k, check_text
 from service.schemas import ErrorResponse, SearchResponse, SimilarRequest, TextSearchRequest, VectorSearchRequest
@@ -35,7 +38,7 @@ async def search_text(body: TextSearchRequest, res: ResourcesDep, settings: Sett
     """The `k` indexed images that best match the words of `query`, best first."""
     check_k(body.k, settings, ("body", "k"))
     check_text(body.query, settings, ("body", "query"))
-    return await search.search_text(res, body.query, body.k, body.offset)
+    return await search.search_text(res, body.query, body.k, body.offset, compile_filter(body.filter))
 
 
 @router.post("/image", response_model=SearchResponse, summary="Find similar images", responses=_UPLOAD_ERRORS)
@@ -45,11 +48,13 @@ async def search_image(
     settings: SettingsDep,
     k: Annotated[int, Form(ge=1, description="how many results (at most the server's max_k)")] = 10,
     offset: Annotated[int, Form(ge=0, description="skip this many results first")] = 0,
+    filter: Annotated[str | None, Form(description="a metadata filter as JSON (see the text search)")] = None,
 ) -> SearchResponse:
     """The `k` indexed images that look most like the uploaded one, best first."""
     check_k(k, settings, ("body", "k"))
+    keep = compile_filter(_json_form(filter, ("body", "filter")))
     image = await read_image(file, settings)
-    return await search.search_image(res, image, k, offset)
+    return await search.search_image(res, image, k, offset, keep)
 
 
 @router.post(
@@ -62,7 +67,7 @@ async def search_image(
 async def search_similar(body: SimilarRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
     """The `k` items nearest to item `id` (its stored embedding), the item itself left out, best first."""
     check_k(body.k, settings, ("body", "k"))
-    return await search.search_similar(res, body.id, body.k, body.offset)
+    return await search.search_similar(res, body.id, body.k, body.offset, compile_filter(body.filter))
 
 
 @router.post(
@@ -73,4 +78,13 @@ async def search_similar(body: SimilarRequest, res: ResourcesDep, settings: Sett
 async def search_vector(body: VectorSearchRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
     """The `k` items nearest to `vector` (same encoder, any scale: it is normalised), best first."""
     check_k(body.k, settings, ("body", "k"))
-    return await search.search_vector(res, body.vector, body.k, body.offset)
+    return await search.search_vector(res, body.vector, body.k, body.offset, compile_filter(body.filter))
+
+
+def _json_form(text: str | None, loc: tuple[str, ...]):
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise validation_error(loc, f"not JSON: {exc.msg}", "bad_filter") from None
