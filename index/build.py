@@ -33,7 +33,7 @@ from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
 from index.faiss_build import fill, new_index
 from index.reader import SourceItem, read_source
-from index.version import open_current, publish
+from index.version import IndexVersion, open_current, publish
 from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
@@ -221,16 +221,19 @@ def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder,
     with the current version's index choice."""
     current = open_current(out)
     current.check_encoder(encoder.fingerprint)
-    collection = current.manifest.get("collection", "default")
     catalog = Catalog(database_url)
     try:
-        deleted = catalog.delete(collection, ids)
-        choice = current.manifest.get("choice", {})
-        factory = AUTO if choice.get("memory_budget") else current.manifest["factory"]
-        target = current.manifest.get("tuning", {}).get("target", 0.95)
-        extra = {k: current.manifest[k] for k in ("source",) if k in current.manifest}
-        path = publish_collection(catalog, out, collection, encoder, factory,
-                                  choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra)
-        return deleted, path
+        deleted = catalog.delete(current.manifest.get("collection", "default"), ids)
+        return deleted, republish(catalog, out, encoder, current, keep)
     finally:
         catalog.dispose()
+
+
+def republish(catalog: Catalog, out: Path, encoder: Encoder, like: IndexVersion, keep: int = 5) -> Path:
+    """Publish the catalog's live vectors again, chosen and tuned as ``like`` was (after deletes or uploads)."""
+    choice = like.manifest.get("choice", {})
+    factory = AUTO if choice.get("memory_budget") else like.manifest["factory"]
+    target = like.manifest.get("tuning", {}).get("target", 0.95)
+    extra = {k: like.manifest[k] for k in ("source",) if k in like.manifest}
+    return publish_collection(catalog, out, like.manifest.get("collection", "default"), encoder, factory,
+                              choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra)

@@ -182,6 +182,12 @@ class Catalog:
                 ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
                 yield ids, np.stack([decode_vector(r[1]) for r in part])
 
+    def find(self, collection: str, source: str) -> Item | None:
+        """The live item of ``collection`` with this source, if any."""
+        with self.sessions() as session:
+            q = select(Item).where(Item.collection == collection, Item.source == source, Item.deleted_at.is_(None))
+            return session.scalar(q)
+
     def vector_of(self, item_id: int, fingerprint: str) -> np.ndarray | None:
         """A live item's current vector by ``fingerprint`` (None if it has none or it is out of date)."""
         q = (select(Vector.vector)

@@ -49,6 +49,19 @@ async def _watch_versions(resources: Resources, interval: float) -> None:
             log.exception("checking for a new index version failed")
 
 
+async def _publish_uploads(resources: Resources, delay: float) -> None:
+    """After uploads, publish a new index version (one per burst: ``delay`` seconds after the first)."""
+    while True:
+        while not resources.unpublished.is_set():
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(delay)
+        resources.unpublished.clear()
+        try:
+            await run_in_threadpool(resources.publish_uploads)
+        except Exception:  # the uploads are in the catalog; the next upload (or the indexer) publishes them
+            log.exception("publishing uploaded items failed")
+
+
 def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
     """The service for ``settings`` (default: from ``LOOKALIKE_*``).
 
@@ -66,10 +79,12 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
             loaded.text_batcher.on_batch = metrics.batch_size.labels("texts").observe
         app.state.resources = loaded
         watcher = asyncio.create_task(_watch_versions(loaded, settings.reload_interval))
+        publisher = asyncio.create_task(_publish_uploads(loaded, settings.publish_delay))
         try:
             yield
         finally:
             watcher.cancel()
+            publisher.cancel()
             app.state.resources = None
             if owned:
                 loaded.close()

@@ -37,11 +37,15 @@ def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int,
                exclude: int | None = None, keep: Predicate | None = None) -> list[SearchHit]:
     """``nearest`` on one given index version (a request keeps the version it started with)."""
     want = offset + k
-    total = version.count
+    total = version.count + res.fresh.count
     fetch = min(want + (exclude is not None), total)
     while True:
         scores, ids = version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != exclude]
+        best: dict[int, float] = {}
+        for i, s in [*zip(ids[0].tolist(), scores[0].tolist()), *res.fresh.search(query, fetch)]:
+            if i >= 0 and i != exclude and s > best.get(i, -np.inf):  # an uploaded item may be in both
+                best[i] = s
+        found = sorted(best.items(), key=lambda pair: -pair[1])
         rows = res.catalog.get_many(i for i, _ in found)
         hits = [SearchHit.of(rows[i], s) for i, s in found
                 if i in rows and (keep is None or keep(rows[i].meta or {}))]

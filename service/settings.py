@@ -39,6 +39,10 @@ class Settings(BaseSettings):
                                                            "key with the read scope (writes always need one)")
     rate_limit_per_minute: PositiveInt = Field(600, description="requests per minute per API key, unless the key "
                                                                "sets its own")
+    upload_dir: Path | None = Field(None, description="where uploaded images are stored (default: 'uploads' "
+                                                      "beside the index folder)")
+    publish_delay: float = Field(2.0, ge=0.0, description="seconds after an upload before a new index version "
+                                                          "is published (a burst of uploads makes one version)")
     reload_interval: float = Field(5.0, ge=0.0, description="seconds between checks for a newly published index "
                                                             "version, swapped in without a restart (0: never)")
 
@@ -51,9 +55,11 @@ class Settings(BaseSettings):
         return templates
 
     @model_validator(mode="after")
-    def _default_database_url(self) -> Settings:
+    def _defaults_beside_the_index(self) -> Settings:
         if not self.database_url:
             self.database_url = default_database_url(self.index)
+        if self.upload_dir is None:
+            self.upload_dir = Path(self.index).resolve().parent / "uploads"
         return self
 
     @property

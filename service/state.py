@@ -17,6 +17,7 @@ from index.build import redact
 from index.catalog import Catalog
 from index.version import EncoderMismatch, IndexVersion, current_name, open_current
 from service.batching import Batcher
+from service.ingest import FreshVectors
 from service.settings import Settings
 from training.encoder import Encoder, load_encoder
 
@@ -66,8 +67,12 @@ class Resources:
     image_batcher: Batcher = field(init=False)  # PIL images -> (B, dim)
     text_batcher: Batcher | None = field(init=False)  # strings -> (B, dim); None for image-only encoders
     _refused: str | None = field(init=False, default=None)  # a published version that could not be served
+    fresh: FreshVectors = field(init=False)  # uploads not yet in a published version
+    unpublished: threading.Event = field(init=False)  # set by an upload, cleared by the publisher
 
     def __post_init__(self) -> None:
+        self.fresh = FreshVectors(self.encoder.dim)
+        self.unpublished = threading.Event()
         self.label_weights = LabelWeightCache(self.settings.label_cache_size)
         self.image_batcher = Batcher(self.encoder.encode_images, self.settings.max_batch)
         self.text_batcher = None
@@ -140,8 +145,21 @@ class Resources:
             log.error("not serving the newly published index version %s: %s", name, exc)
             return False
         old, self.version = self.version, version
+        self.fresh.forget(version.ids())
         log.info("index version %s (%d vectors) replaces %s", version.name, version.count, old.name)
         return True
+
+    @property
+    def upload_dir(self) -> Path:
+        return Path(self.settings.upload_dir)
+
+    def publish_uploads(self) -> None:
+        """Publish the catalog (uploads included) as a new index version and serve it."""
+        from index.build import republish
+
+        path = republish(self.catalog, Path(self.settings.index), self.encoder, self.version)
+        log.info("published %s with the uploaded items", path.name)
+        self.reload_if_published()
 
     def close(self) -> None:
         self.catalog.dispose()

@@ -28,6 +28,11 @@ def media_type(upload: UploadFile) -> str:
 
 async def read_image(upload: UploadFile, settings: Settings) -> Image.Image:
     """The decoded first frame of ``upload``; raises ApiError 415/413/400 for anything else."""
+    return (await read_upload(upload, settings))[1]
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> tuple[bytes, Image.Image]:
+    """The upload's bytes and their decoded first frame; raises ApiError 415/413/400 for anything else."""
     declared = media_type(upload)
     if not (declared.startswith("image/") or declared == ACCEPTED_GENERIC_TYPE):
         raise ApiError(415, "unsupported_media_type",
@@ -37,7 +42,7 @@ async def read_image(upload: UploadFile, settings: Settings) -> Image.Image:
         raise ApiError(413, "image_too_large",
                        f"the upload is larger than the limit of {settings.max_upload_bytes} bytes")
     try:
-        return await run_in_threadpool(open_image, data, DecodeLimits(settings.max_image_pixels))
+        return data, await run_in_threadpool(open_image, data, DecodeLimits(settings.max_image_pixels))
     except BadImage as exc:
         status, code = _BAD_IMAGE.get(exc.reason, (400, "bad_image"))
         raise ApiError(status, code, str(exc), {"reason": exc.reason}) from None

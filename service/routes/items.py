@@ -1,21 +1,24 @@
-"""``GET|PATCH|DELETE /v1/items/{id}`` and ``GET /v1/items/{id}/image``."""
+"""``POST /v1/items``, ``GET|PATCH|DELETE /v1/items/{id}`` and ``GET /v1/items/{id}/image``."""
 
 from __future__ import annotations
 
+import json
 import mimetypes
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, File, Form, Path, Response, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from index.catalog import Item
-from service.deps import ResourcesDep
-from service.errors import ApiError
+from service.deps import ResourcesDep, SettingsDep
+from service.errors import ApiError, validation_error
+from service.ingest import add_item
 from service.keys import AUTH_ERRORS, WriteCaller, require
 from service.schemas import ErrorResponse, ItemOut, MetadataPatch
 from service.state import Resources
+from service.uploads import read_upload
 
 router = APIRouter(prefix="/items", tags=["items"], responses=AUTH_ERRORS)
 READ = [Depends(require("read"))]
@@ -74,3 +77,43 @@ async def delete_item(item_id: ItemId, res: ResourcesDep, caller: WriteCaller) -
     if not deleted:
         raise ApiError(404, "not_found", f"no item with id {item_id}")
     return Response(status_code=204)
+
+
+@router.post(
+    "", response_model=ItemOut, status_code=201, summary="Add an image",
+    responses={
+        200: {"model": ItemOut, "description": "the same bytes were already an item: its metadata is updated"},
+        400: {"model": ErrorResponse, "description": "`bad_image`"},
+        413: {"model": ErrorResponse, "description": "`image_too_large`"},
+        415: {"model": ErrorResponse, "description": "`unsupported_media_type` / `not_an_image`"},
+        422: {"model": ErrorResponse, "description": "`validation_error`: metadata is not a JSON object"},
+    },
+)
+async def add_image(
+    file: Annotated[UploadFile, File(description="the image")],
+    res: ResourcesDep,
+    settings: SettingsDep,
+    caller: WriteCaller,
+    response: Response,
+    metadata: Annotated[str | None, Form(description="a JSON object stored with the item")] = None,
+) -> ItemOut:
+    """Store the image, embed it and add it to the catalog: searchable by the next query, and in the next
+    published index version a moment later. Needs the write scope."""
+    meta = _metadata(metadata)
+    data, image = await read_upload(file, settings)
+    vector = await res.image_batcher.submit(image)
+    item_id, created = await run_in_threadpool(add_item, res, data, image, vector, meta)
+    response.status_code = 201 if created else 200
+    return ItemOut.of(await served_item(res, item_id))
+
+
+def _metadata(text: str | None) -> dict:
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise validation_error(("body", "metadata"), f"not JSON: {exc.msg}", "bad_metadata") from None
+    if not isinstance(value, dict):
+        raise validation_error(("body", "metadata"), "metadata must be a JSON object", "bad_metadata")
+    return value

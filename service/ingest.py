@@ -1,0 +1,94 @@
+"""Items uploaded through the API: stored, embedded, searchable at once, then published.
+
+An upload is written under ``upload_dir`` (named by its sha256, so the same bytes are
+stored once), embedded, and committed to the catalog with its vector in one transaction.
+Its vector also goes into ``FreshVectors``, a small exact index that every search
+consults beside the published version, so the item is found by the very next query.
+A publisher task then folds the catalog's vectors into a new index version (debounced:
+one version for a burst of uploads); when the service swaps that version in, the items
+it holds leave the fresh index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from PIL import Image
+
+from index.catalog import NewItem
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+class FreshVectors:
+    """Vectors added since the served version was published: an exact inner-product index, thread-safe."""
+
+    def __init__(self, dim: int) -> None:
+        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, item_id: int, vector: np.ndarray) -> None:
+        ids = np.array([item_id], dtype=np.int64)
+        with self.lock:
+            self.index.remove_ids(ids)  # an item uploaded twice keeps one vector
+            self.index.add_with_ids(np.ascontiguousarray(vector[None, :], dtype=np.float32), ids)
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        with self.lock:
+            if self.index.ntotal == 0:
+                return []
+            scores, ids = self.index.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
+                                            min(k, self.index.ntotal))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def forget(self, ids: np.ndarray) -> None:
+        """Drop the items a newly served version holds."""
+        with self.lock:
+            if self.index.ntotal:
+                self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def store_upload(upload_dir: Path, data: bytes, image: Image.Image) -> tuple[Path, str]:
+    """Write the bytes once under their hash (atomically); returns (path, sha256)."""
+    digest = hashlib.sha256(data).hexdigest()
+    suffix = SUFFIXES.get(image.format or "", ".img")
+    path = upload_dir / digest[:2] / f"{digest}{suffix}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path.resolve(), digest
+
+
+def add_item(res: Any, data: bytes, image: Image.Image, vector: np.ndarray, metadata: dict[str, Any]) -> tuple[int, bool]:
+    """Store, catalog and make searchable one uploaded image; returns (id, whether it is new)."""
+    path, digest = store_upload(res.upload_dir, data, image)
+    new = res.catalog.find(res.settings.collection, str(path)) is None
+    (item_id,) = res.catalog.write_batch(res.settings.collection, res.encoder.fingerprint,
+                                         [NewItem(str(path), digest, metadata)], vector[None, :])
+    res.fresh.add(item_id, vector)
+    res.unpublished.set()
+    return item_id, new
