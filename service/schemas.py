@@ -183,3 +183,16 @@ class ErrorResponse(BaseModel):
     }]})
 
     error: ErrorBody
+
+
+def upload_errors(**overrides: str) -> dict[int, dict]:
+    """OpenAPI responses of a route that takes an image upload; ``overrides`` replace descriptions by status
+    (``s400="..."``)."""
+    descriptions = {
+        400: "`bad_image`: empty or corrupt image",
+        413: "`image_too_large`: too many bytes or pixels",
+        415: "`unsupported_media_type` / `not_an_image`",
+        422: "`validation_error`: bad or missing fields",
+    }
+    descriptions.update({int(k[1:]): v for k, v in overrides.items()})
+    return {status: {"model": ErrorResponse, "description": text} for status, text in descriptions.items()}

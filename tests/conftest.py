@@ -157,3 +157,13 @@ def interrupt_at(monkeypatch, step: int) -> None:
         return real_one_step(self, stream)
 
     monkeypatch.setattr(loop.Trainer, "_one_step", one_step_then_die)
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` every 0.1 s until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from service.classify import classify_image, parse_labels, parse_templates
 from service.deps import ResourcesDep, SettingsDep
 from service.keys import AUTH_ERRORS, require
-from service.schemas import ClassifyResponse, ErrorResponse
+from service.schemas import ClassifyResponse, upload_errors
 from service.search import require_text_tower
 from service.uploads import read_image
 
@@ -18,12 +18,8 @@ router = APIRouter(tags=["classify"], dependencies=[Depends(require("read"))], r
 
 @router.post(
     "/classify", response_model=ClassifyResponse, summary="Classify an image into any labels (zero-shot)",
-    responses={
-        400: {"model": ErrorResponse, "description": "`bad_image`, or `no_text_tower` for image-only encoders"},
-        413: {"model": ErrorResponse, "description": "`image_too_large`"},
-        415: {"model": ErrorResponse, "description": "`unsupported_media_type` / `not_an_image`"},
-        422: {"model": ErrorResponse, "description": "`validation_error`: no labels, too many, bad template"},
-    },
+    responses=upload_errors(s400="`bad_image`, or `no_text_tower` for image-only encoders",
+                            s422="`validation_error`: no labels, too many, bad template"),
 )
 async def classify(
     file: Annotated[UploadFile, File(description="the image to classify")],

@@ -16,7 +16,7 @@ from service.deps import ResourcesDep, SettingsDep
 from service.errors import ApiError, validation_error
 from service.ingest import add_item
 from service.keys import AUTH_ERRORS, WriteCaller, require
-from service.schemas import ErrorResponse, ItemOut, MetadataPatch
+from service.schemas import ErrorResponse, ItemOut, MetadataPatch, upload_errors
 from service.state import Resources
 from service.uploads import read_upload
 
@@ -83,10 +83,7 @@ async def delete_item(item_id: ItemId, res: ResourcesDep, caller: WriteCaller) -
     "", response_model=ItemOut, status_code=201, summary="Add an image",
     responses={
         200: {"model": ItemOut, "description": "the same bytes were already an item: its metadata is updated"},
-        400: {"model": ErrorResponse, "description": "`bad_image`"},
-        413: {"model": ErrorResponse, "description": "`image_too_large`"},
-        415: {"model": ErrorResponse, "description": "`unsupported_media_type` / `not_an_image`"},
-        422: {"model": ErrorResponse, "description": "`validation_error`: metadata is not a JSON object"},
+        **upload_errors(s422="`validation_error`: metadata is not a JSON object"),
     },
 )
 async def add_image(

@@ -13,18 +13,13 @@ from service.errors import validation_error
 from service.filters import compile_filter
 from service.keys import AUTH_ERRORS, require
 from service.limits import check_k, check_text
-from service.schemas import ErrorResponse, SearchResponse, SimilarRequest, TextSearchRequest, VectorSearchRequest
+from service.schemas import (ErrorResponse, SearchResponse, SimilarRequest, TextSearchRequest, VectorSearchRequest,
+                             upload_errors)
 from service.uploads import read_image
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require("read"))],
                    responses=AUTH_ERRORS)
 
-_UPLOAD_ERRORS = {
-    400: {"model": ErrorResponse, "description": "`bad_image`: empty or corrupt image"},
-    413: {"model": ErrorResponse, "description": "`image_too_large`: too many bytes or pixels"},
-    415: {"model": ErrorResponse, "description": "`unsupported_media_type` / `not_an_image`"},
-    422: {"model": ErrorResponse, "description": "`validation_error`: bad or missing fields"},
-}
 
 
 @router.post(
@@ -41,7 +36,7 @@ async def search_text(body: TextSearchRequest, res: ResourcesDep, settings: Sett
     return await search.search_text(res, body.query, body.k, body.offset, compile_filter(body.filter))
 
 
-@router.post("/image", response_model=SearchResponse, summary="Find similar images", responses=_UPLOAD_ERRORS)
+@router.post("/image", response_model=SearchResponse, summary="Find similar images", responses=upload_errors())
 async def search_image(
     file: Annotated[UploadFile, File(description="the query image (PNG, JPEG, GIF, WebP, ...)")],
     res: ResourcesDep,

@@ -7,16 +7,7 @@ import time
 import httpx
 
 from index.build import BuildConfig, build
-from tests.conftest import SAMPLE, running_service, sample_rows
-
-
-def _wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+from tests.conftest import SAMPLE, running_service, sample_rows, wait_for
 
 
 def test_new_versions_are_picked_up_while_requests_run(micro_encoder, other_encoder, tmp_path):
@@ -50,7 +41,7 @@ def test_new_versions_are_picked_up_while_requests_run(micro_encoder, other_enco
             for r in rows[10:14]:
                 shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
             second = build(cfg).version.name
-            assert _wait_for(lambda: httpx.get(f"{base}/healthz").json()["index_version"] == second)
+            assert wait_for(lambda: httpx.get(f"{base}/healthz").json()["index_version"] == second)
             health = httpx.get(f"{base}/healthz").json()
             assert health["count"] == 14
             assert len(httpx.post(f"{base}/v1/search/text", json={"query": "face", "k": 20}).json()["results"]) == 14

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +11,7 @@ from index.catalog import Catalog
 from service.app import create_app
 from service.keys import create_key
 from service.settings import Settings
-from tests.conftest import SAMPLE, sample_rows
+from tests.conftest import SAMPLE, sample_rows, wait_for
 from tests.service.conftest import assert_error
 
 
@@ -31,15 +30,6 @@ def served(micro_encoder, tmp_path):
                         publish_delay=0.3, reload_interval=0.2)
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
         yield client, url, tmp_path, rows
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_an_upload_is_found_at_once_then_published(served):
@@ -61,7 +51,7 @@ def test_an_upload_is_found_at_once_then_published(served):
     assert [h["id"] for h in filtered["results"]] == [item["id"]]
 
     # then a new version holds it, and index and catalog agree
-    assert _wait(lambda: client.get("/healthz").json()["index_version"] != before["index_version"])
+    assert wait_for(lambda: client.get("/healthz").json()["index_version"] != before["index_version"])
     assert client.get("/healthz").json()["count"] == before["count"] + 1
     again = client.post("/v1/search/image", files={"file": ("q.png", data, "image/png")}, data={"k": "3"}).json()
     assert again["results"][0]["id"] == item["id"]
