@@ -1,0 +1,188 @@
+"""Latency and throughput of the HTTP service against the same work done in-process, in one run.
+
+1. Web-layer overhead: p50/p99 of text search and of image search, one request at a time, over
+   HTTP to a real uvicorn (``python -m service``) and in-process (encode + FAISS search + catalog
+   rows, the same calls the service makes). ratio = HTTP p50 / in-process p50 (goal <= 1.15).
+2. Batching: image-search requests per second from 16 concurrent clients, with micro-batching
+   (``max_batch`` 32) and without (``max_batch`` 1). ratio = with / without (goal >= 2).
+
+    python bench/service.py [--encoder FILE] [--model lookalike-tiny] [--queries 200] [--clients 16]
+
+The index is the emoji images (the full set beside the checkout, else the sample), embedded by
+``--encoder`` or by a randomly initialised ``--model`` (speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from common import REPO, emoji_rows, random_encoder, save, write_jsonl
+
+sys.path.insert(0, str(REPO))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(encoder: str, index: Path, url: str, **settings: str):
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update({"LOOKALIKE_ENCODER": encoder, "LOOKALIKE_INDEX": str(index), "LOOKALIKE_DATABASE_URL": url,
+                "LOOKALIKE_PORT": str(port), "LOOKALIKE_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1",
+                **{f"LOOKALIKE_{k.upper()}": v for k, v in settings.items()}})
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("the service did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        started = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--encoder", default=None)
+    p.add_argument("--model", default="lookalike-tiny")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--requests-per-client", type=int, default=20)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--limit", type=int, default=0, help="index only this many images (0: all)")
+    p.add_argument("--name", default="service_cpu")
+    a = p.parse_args()
+
+    import httpx
+    import torch
+
+    from index.build import BuildConfig, build
+    from index.catalog import Catalog
+    from index.decode import open_image
+    from index.version import open_current
+    from training.encoder import load_encoder
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    root, rows = emoji_rows()
+    rows = rows[: a.limit] if a.limit else rows
+    queries = [r["name"] for r in rows][: a.queries]
+    image_files = [Path(r["file"]) for r in rows][: a.queries]
+    image_bytes = [f.read_bytes() for f in image_files]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        spec = a.encoder or str(random_encoder(a.model, tmp / "encoder.safetensors"))
+        url = f"sqlite:///{tmp / 'catalog.db'}"
+        build(BuildConfig(encoder=spec, source=write_jsonl(tmp / "m.jsonl", rows), out=tmp / "index",
+                          database_url=url, progress=False))
+
+        # in-process: the calls the service makes for one query
+        encoder, version, catalog = load_encoder(spec), open_current(tmp / "index"), Catalog(url)
+
+        def local_text(i):
+            v = encoder.encode_texts([queries[i]])
+            _, ids = version.search(v, a.k)
+            catalog.get_many(int(x) for x in ids[0] if x >= 0)
+
+        def local_image(i):
+            v = encoder.encode_images([open_image(image_bytes[i])])
+            _, ids = version.search(v, a.k)
+            catalog.get_many(int(x) for x in ids[0] if x >= 0)
+
+        local_text(0), local_image(0)  # warm-up
+        local = {"text": timed(local_text, len(queries)), "image": timed(local_image, len(image_bytes))}
+        catalog.dispose()
+
+        with server(spec, tmp / "index", url) as base, httpx.Client(base_url=base, timeout=60) as http:
+            def http_text(i):
+                http.post("/v1/search/text", json={"query": queries[i], "k": a.k}).raise_for_status()
+
+            def http_image(i):
+                http.post("/v1/search/image", files={"file": ("q.png", image_bytes[i], "image/png")},
+                          data={"k": str(a.k)}).raise_for_status()
+
+            http_text(0), http_image(0)
+            remote = {"text": timed(http_text, len(queries)), "image": timed(http_image, len(image_bytes))}
+
+        throughput = {}
+        for label, max_batch in (("batched", "32"), ("unbatched", "1")):
+            with server(spec, tmp / "index", url, max_batch=max_batch) as base:
+                errors: list[str] = []
+
+                def client(c):
+                    with httpx.Client(base_url=base, timeout=120) as http:
+                        for j in range(a.requests_per_client):
+                            i = (c * a.requests_per_client + j) % len(image_bytes)
+                            r = http.post("/v1/search/image", files={"file": ("q.png", image_bytes[i], "image/png")},
+                                          data={"k": str(a.k)})
+                            if r.status_code != 200:
+                                errors.append(str(r.status_code))
+
+                threads = [threading.Thread(target=client, args=(c,)) for c in range(a.clients)]
+                started = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                seconds = time.perf_counter() - started
+                if errors:
+                    raise SystemExit(f"{len(errors)} failed requests: {errors[:5]}")
+                throughput[label] = a.clients * a.requests_per_client / seconds
+
+    ms = lambda xs, q: round(percentile(xs, q) * 1000, 2)  # noqa: E731
+    latency = {kind: {"http_p50_ms": ms(remote[kind], 0.5), "http_p99_ms": ms(remote[kind], 0.99),
+                      "inprocess_p50_ms": ms(local[kind], 0.5), "inprocess_p99_ms": ms(local[kind], 0.99),
+                      "ratio_p50": statistics.median(remote[kind]) / statistics.median(local[kind])}
+               for kind in ("text", "image")}
+    result = {
+        "command": "service.py " + " ".join(sys.argv[1:]),
+        "images": len(rows), "data": str(root), "encoder": a.encoder or f"random {a.model}", "k": a.k,
+        "latency": latency,
+        "throughput_rps": {**throughput, "clients": a.clients, "ratio": throughput["batched"] / throughput["unbatched"]},
+    }
+    path = save(a.name, result)
+    for kind, r in latency.items():
+        print(f"{kind} search p50: HTTP {r['http_p50_ms']} ms, in-process {r['inprocess_p50_ms']} ms, "
+              f"ratio {r['ratio_p50']:.2f} (p99 {r['http_p99_ms']} / {r['inprocess_p99_ms']} ms)")
+    print(f"{a.clients} clients, image search: {throughput['batched']:.1f} req/s batched, "
+          f"{throughput['unbatched']:.1f} unbatched, ratio {result['throughput_rps']['ratio']:.2f}\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
