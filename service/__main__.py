@@ -32,8 +32,16 @@ def parse_overrides(argv: list[str] | None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, (dest, kind, help_) in FLAGS.items():
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_)
+    parser.add_argument("--add-collection", nargs=3, action="append", metavar=("NAME", "ENCODER", "INDEX"),
+                        dest="extra_collections", default=None,
+                        help="serve another collection beside the default one (repeatable); requests pick it "
+                             "with ?collection=NAME")
     args = parser.parse_args(argv)
-    return {k: v for k, v in vars(args).items() if v is not None}
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    if "extra_collections" in overrides:
+        overrides["extra_collections"] = {name: {"encoder": encoder, "index": index}
+                                          for name, encoder, index in overrides["extra_collections"]}
+    return overrides
 
 
 def _settings_problem(exc: ValidationError) -> str:
@@ -64,19 +72,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_settings_problem(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        resources = Resources.load(settings)  # before uvicorn: a bad set-up is one line and exit 2, not a traceback
+    loaded = []
+    try:  # before uvicorn: a bad set-up is one line and exit 2, not a traceback
+        loaded.append(Resources.load(settings))
+        collections = {}
+        for name in settings.extra_collections:
+            collections[name] = Resources.load(settings.for_collection(name))
+            loaded.append(collections[name])
     except StartupError as exc:
+        for res in loaded:
+            res.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     import uvicorn
 
     try:
-        uvicorn.run(create_app(settings, resources=resources), host=settings.host, port=settings.port,
-                    log_level=settings.log_level)
+        uvicorn.run(create_app(settings, resources=loaded[0], collections=collections), host=settings.host,
+                    port=settings.port, log_level=settings.log_level)
     finally:
-        resources.close()
+        for res in loaded:
+            res.close()
     return 0
 
 

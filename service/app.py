@@ -16,6 +16,7 @@ from service.errors import install_error_handlers
 from service.keys import RateLimiter
 from service.observability import install_observability
 from service.routes import classify, health, items, search
+from service.routes import collections as collections_routes
 from service.schemas import API_PREFIX, ErrorResponse
 from service.settings import Settings
 from service.state import Resources
@@ -62,32 +63,48 @@ async def _publish_uploads(resources: Resources, delay: float) -> None:
             log.exception("publishing uploaded items failed")
 
 
-def create_app(settings: Settings | None = None, *, resources: Resources | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, resources: Resources | None = None,
+               collections: dict[str, Resources] | None = None) -> FastAPI:
     """The service for ``settings`` (default: from ``LOOKALIKE_*``).
 
-    Encoder, index and catalog are loaded in the lifespan, or taken from ``resources``
-    when the caller has loaded them already (they then stay the caller's to close).
+    Encoder, index and catalog of the default collection (and of every entry of
+    ``settings.extra_collections``) are loaded in the lifespan, or taken from ``resources``
+    (and ``collections``) when the caller has loaded them already; they then stay the caller's
+    to close.
     """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = resources is None
-        loaded = await run_in_threadpool(Resources.load, settings) if owned else resources
-        loaded.image_batcher.on_batch = metrics.batch_size.labels("images").observe
-        if loaded.text_batcher is not None:
-            loaded.text_batcher.on_batch = metrics.batch_size.labels("texts").observe
-        app.state.resources = loaded
-        watcher = asyncio.create_task(_watch_versions(loaded, settings.reload_interval))
-        publisher = asyncio.create_task(_publish_uploads(loaded, settings.publish_delay))
+        default = await run_in_threadpool(Resources.load, settings) if owned else resources
+        served = {settings.collection: default}
+        try:
+            for name in settings.extra_collections:
+                served[name] = ((collections or {}).get(name)
+                                or await run_in_threadpool(Resources.load, settings.for_collection(name)))
+        except BaseException:
+            if owned:
+                for res in served.values():
+                    res.close()
+            raise
+        tasks = []
+        for res in served.values():
+            res.image_batcher.on_batch = metrics.batch_size.labels("images").observe
+            if res.text_batcher is not None:
+                res.text_batcher.on_batch = metrics.batch_size.labels("texts").observe
+            tasks += [asyncio.create_task(_watch_versions(res, settings.reload_interval)),
+                      asyncio.create_task(_publish_uploads(res, settings.publish_delay))]
+        app.state.resources, app.state.collections = default, served
         try:
             yield
         finally:
-            watcher.cancel()
-            publisher.cancel()
-            app.state.resources = None
+            for task in tasks:
+                task.cancel()
+            app.state.resources, app.state.collections = None, {}
             if owned:
-                loaded.close()
+                for res in served.values():
+                    res.close()
 
     app = FastAPI(
         title="lookalike",
@@ -98,11 +115,12 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     )
     app.state.settings = settings
     app.state.resources = None
+    app.state.collections = {}
     app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     metrics = install_observability(app)  # outermost: times and ids every response, errors included
-    for router in (search.router, classify.router, items.router):
+    for router in (search.router, classify.router, items.router, collections_routes.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     mount_web(app)

@@ -162,6 +162,24 @@ class Health(BaseModel):
     can_encode_text: bool = Field(description="whether text search and zero-shot classification are available")
 
 
+class CollectionInfo(BaseModel):
+    name: str
+    default: bool = Field(description="used when a request names no collection")
+    encoder_kind: str = Field(description="clip, simclr, moco, rotnet")
+    encoder_fingerprint: str
+    dim: int
+    can_encode_text: bool = Field(description="whether text search and zero-shot classification work here")
+    index_version: str
+    count: int = Field(description="vectors in the served index version")
+
+    @classmethod
+    def of(cls, name: str, res: Any, default: bool) -> CollectionInfo:
+        version = res.version
+        return cls(name=name, default=default, encoder_kind=res.encoder.kind, encoder_fingerprint=res.encoder.fingerprint,
+                   dim=res.encoder.dim, can_encode_text=res.encoder.can_encode_text, index_version=version.name,
+                   count=version.count)
+
+
 class Ready(BaseModel):
     status: str
     catalog_items: int = Field(description="items of the served collection in the catalog")

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.__main__ import default_database_url
 from service.templates import DEFAULT_TEMPLATES, template_problem
 
 MiB = 1024 * 1024
+
+
+class CollectionSpec(BaseModel):
+    """Another collection served beside the default one: its encoder and its index folder."""
+
+    encoder: str
+    index: Path
 
 
 class Settings(BaseSettings):
@@ -23,6 +30,9 @@ class Settings(BaseSettings):
     index: Path = Field(description="index root folder (holds CURRENT and versions/)")
     database_url: str = Field("", description="SQLAlchemy URL of the catalog; default: SQLite beside the index folder")
     collection: str = "default"
+    extra_collections: dict[str, CollectionSpec] = Field(
+        default_factory=dict, description="more collections served side by side, each with its own encoder and "
+                                          "index (same catalog database); requests pick one with ?collection=NAME")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     device: str = "cpu"
@@ -55,12 +65,24 @@ class Settings(BaseSettings):
         return templates
 
     @model_validator(mode="after")
+    def _collections_are_distinct(self) -> Settings:
+        if self.collection in self.extra_collections:
+            raise ValueError(f"collection {self.collection!r} is both the default and an extra collection")
+        return self
+
+    @model_validator(mode="after")
     def _defaults_beside_the_index(self) -> Settings:
         if not self.database_url:
             self.database_url = default_database_url(self.index)
         if self.upload_dir is None:
             self.upload_dir = Path(self.index).resolve().parent / "uploads"
         return self
+
+    def for_collection(self, name: str) -> Settings:
+        """These settings for one of ``extra_collections``."""
+        spec = self.extra_collections[name]
+        return self.model_copy(update={"collection": name, "encoder": spec.encoder, "index": spec.index,
+                                       "extra_collections": {}})
 
     @property
     def max_request_bytes(self) -> int:
