@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.body_limit import BodyLimitMiddleware
+from service.timeout import TimeoutMiddleware
 from service.errors import install_error_handlers
 from service.keys import RateLimiter
 from service.observability import install_observability
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
     metrics = install_observability(app)  # outermost: times and ids every response, errors included
     for router in (search.router, classify.router, items.router, collections_routes.router):
         app.include_router(router, prefix=API_PREFIX)

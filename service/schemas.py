@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from index.catalog import Item as CatalogItem
@@ -74,6 +74,46 @@ class VectorSearchRequest(BaseModel):
     filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
 
+class BatchQuery(BaseModel):
+    """One query of a batch: exactly one of text, image (base64), id (more like this) or vector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL works too)")
+    id: int | None = Field(None, ge=0, description="an indexed item: more like it, itself left out")
+    vector: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BatchQuery:
+        given = [name for name in ("text", "image", "id", "vector") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError("one_query", "give exactly one of text, image, id or vector (got {given})",
+                                      {"given": ", ".join(given) or "none"})
+        if self.text is not None and not self.text.strip():
+            raise PydanticCustomError("empty_query", "the query is empty: give some words to search for")
+        return self
+
+
+class BatchSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "queries": [{"text": "dog face"}, {"id": 412}], "k": 5, "filter": {"vendor": "google"}}]})
+
+    queries: list[BatchQuery] = Field(min_length=1, description="answered in order, encoded together")
+    k: int = Field(10, ge=1, description="results per query (at most the server's max_k)")
+    offset: int = Field(0, ge=0)
+    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
+
+
+class BatchClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "images": ["iVBORw0KGgo..."], "labels": ["dog", "cat"]}]})
+
+    images: list[str] = Field(min_length=1, description="image files, base64")
+    labels: list[str] = Field(description="the candidate labels, shared by every image")
+    templates: list[str] | None = Field(None, description="prompt templates with one {}; default: the server's")
+
+
 class SearchHit(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_HIT_EXAMPLE]})
 
@@ -101,6 +141,10 @@ class SearchResponse(BaseModel):
     index_version: str = Field(description="the index version that answered")
 
 
+class BatchSearchResponse(BaseModel):
+    responses: list[SearchResponse] = Field(description="one per query, in order")
+
+
 class LabelProbability(BaseModel):
     label: str
     probability: float = Field(ge=0.0, le=1.0)
@@ -115,6 +159,10 @@ class ClassifyResponse(BaseModel):
     labels: list[LabelProbability] = Field(description="every label given, most probable first; probabilities sum to 1")
     templates: list[str] = Field(description="the prompt templates each label was embedded with")
     took_ms: float
+
+
+class BatchClassifyResponse(BaseModel):
+    results: list[ClassifyResponse] = Field(description="one per image, in order")
 
 
 class ItemOut(BaseModel):

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_image_pixels: PositiveInt = 64_000_000
     max_k: PositiveInt = 100
     max_labels: PositiveInt = 100
+    request_timeout: float = Field(30.0, ge=0.0, description="seconds a request may take before a 503 "
+                                                             "`timeout` (0: no limit)")
+    max_batch_queries: PositiveInt = Field(32, description="queries (or images) in one batch request")
     max_text_chars: PositiveInt = 1000
     default_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
     label_cache_size: PositiveInt = 64

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from fastapi import UploadFile
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from index.decode import BadImage, DecodeLimits, open_image
-from service.errors import ApiError
+from service.errors import ApiError, validation_error
 from service.settings import Settings
 
 ACCEPTED_GENERIC_TYPE = "application/octet-stream"  # what clients send when they do not know the type
@@ -41,8 +44,27 @@ async def read_upload(upload: UploadFile, settings: Settings) -> tuple[bytes, Im
     if len(data) > settings.max_upload_bytes:
         raise ApiError(413, "image_too_large",
                        f"the upload is larger than the limit of {settings.max_upload_bytes} bytes")
+    return data, await decode(data, settings)
+
+
+async def decode(data: bytes, settings: Settings, where: str | None = None) -> Image.Image:
+    """Decode bytes with the pixel limit; a bad image is an ApiError (``where`` names it in the detail)."""
     try:
-        return data, await run_in_threadpool(open_image, data, DecodeLimits(settings.max_image_pixels))
+        return await run_in_threadpool(open_image, data, DecodeLimits(settings.max_image_pixels))
     except BadImage as exc:
         status, code = _BAD_IMAGE.get(exc.reason, (400, "bad_image"))
-        raise ApiError(status, code, str(exc), {"reason": exc.reason}) from None
+        detail = {"reason": exc.reason, **({"image": where} if where else {})}
+        raise ApiError(status, code, f"{where}: {exc}" if where else str(exc), detail) from None
+
+
+async def decode_base64(text: str, settings: Settings, where: str) -> Image.Image:
+    """A base64 image from a JSON body (standard or URL-safe alphabet, optional data: URL prefix)."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    if len(text) > (settings.max_upload_bytes * 4) // 3 + 4:
+        raise ApiError(413, "image_too_large", f"{where}: larger than the limit of {settings.max_upload_bytes} bytes")
+    try:
+        data = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise validation_error(tuple(where.split(".")), "not valid base64", "bad_base64") from None
+    return await decode(data, settings, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated
 
@@ -13,9 +14,9 @@ from service.errors import validation_error
 from service.filters import compile_filter
 from service.keys import AUTH_ERRORS, require
 from service.limits import check_k, check_text
-from service.schemas import (ErrorResponse, SearchResponse, SimilarRequest, TextSearchRequest, VectorSearchRequest,
-                             upload_errors)
-from service.uploads import read_image
+from service.schemas import (BatchSearchRequest, BatchSearchResponse, ErrorResponse, SearchResponse, SimilarRequest,
+                             TextSearchRequest, VectorSearchRequest, upload_errors)
+from service.uploads import decode_base64, read_image
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require("read"))],
                    responses=AUTH_ERRORS)
@@ -83,3 +84,36 @@ def _json_form(text: str | None, loc: tuple[str, ...]):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise validation_error(loc, f"not JSON: {exc.msg}", "bad_filter") from None
+
+
+@router.post(
+    "/batch", response_model=BatchSearchResponse, summary="Several searches in one call",
+    responses=upload_errors(s422="`validation_error`: a query gives none or several of text/image/id/vector, "
+                                 "too many queries, bad base64, ..."),
+)
+async def search_batch(body: BatchSearchRequest, res: ResourcesDep, settings: SettingsDep) -> BatchSearchResponse:
+    """Each query is text, a base64 image, an item id (more like this) or a vector; all share `k`, `offset` and
+    `filter`. The queries are encoded together (one encoder call for the texts, one for the images)."""
+    check_k(body.k, settings, ("body", "k"))
+    if len(body.queries) > settings.max_batch_queries:
+        raise validation_error(("body", "queries"), f"at most {settings.max_batch_queries} queries per batch",
+                               "too_long")
+    keep = compile_filter(body.filter)
+    images = {}
+    for i, q in enumerate(body.queries):  # decode (and reject) every image before any work is done
+        if q.text is not None:
+            check_text(q.text, settings, ("body", "queries", i, "text"))
+        if q.image is not None:
+            images[i] = await decode_base64(q.image, settings, f"body.queries.{i}.image")
+
+    def one(i: int, q):
+        if q.text is not None:
+            return search.search_text(res, q.text.strip(), body.k, body.offset, keep)
+        if q.image is not None:
+            return search.search_image(res, images[i], body.k, body.offset, keep)
+        if q.id is not None:
+            return search.search_similar(res, q.id, body.k, body.offset, keep)
+        return search.search_vector(res, q.vector, body.k, body.offset, keep)
+
+    responses = await asyncio.gather(*(one(i, q) for i, q in enumerate(body.queries)))
+    return BatchSearchResponse(responses=list(responses))

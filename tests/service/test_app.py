@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.state import StartupError
+from tests.service.conftest import assert_error
 
 
 def test_healthz_names_what_is_served(client, built_index):
@@ -96,3 +97,20 @@ def test_openapi_documents_the_api(client):
     for name in ("TextSearchRequest", "SearchResponse", "SearchHit", "ClassifyResponse", "ItemOut", "ErrorResponse"):
         assert schemas[name].get("examples"), name
     assert "/" not in paths  # the web page is not part of the API
+
+
+def test_a_request_past_the_time_limit_gets_a_503_and_the_service_goes_on(serve):
+    import time as _time
+
+    with serve(request_timeout=0.3) as client:
+        res = client.app.state.resources
+        fast = res.text_batcher.fn
+        res.text_batcher.fn = lambda texts: (_time.sleep(1.0), fast(texts))[1]  # a stuck encoder
+        try:
+            slow = client.post("/v1/search/text", json={"query": "dog"})
+        finally:
+            res.text_batcher.fn = fast
+        assert_error(slow, 503, "timeout")
+        assert slow.headers["retry-after"] == "1"
+        _time.sleep(1.0)  # the stuck call finishes in its thread; the encoder is free again
+        assert client.post("/v1/search/text", json={"query": "dog"}).status_code == 200
