@@ -62,8 +62,12 @@ def _main(argv: list[str] | None) -> int:
     b.add_argument("--delete-missing", action="store_true",
                    help="delete the collection's items whose files are no longer in --source")
     b.add_argument("--keep-versions", type=int, default=5, help="published versions kept on disk")
+    b.add_argument("--fetch-timeout", type=float, default=20.0, help="seconds per download attempt (URL sources)")
+    b.add_argument("--fetch-retries", type=int, default=2, help="retries after a server or network error")
+    b.add_argument("--max-download", type=parse_bytes, default="50M", help="largest image downloaded")
     b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--workers", type=int, default=2, help="decoding worker processes")
+    b.add_argument("--workers", type=int, default=2,
+                   help="decoding worker processes (also the most downloads at once for URL sources)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="describe the current index version")
@@ -90,12 +94,14 @@ def _main(argv: list[str] | None) -> int:
 
     if args.command == "build":
         from index.build import BuildConfig, build
+        from index.fetch import FetchLimits
 
         report = build(BuildConfig(
             encoder=args.encoder, source=args.source, out=args.out,
             database_url=args.database_url or default_database_url(args.out), collection=args.collection,
             image_key=args.image_key, factory=args.factory, memory_budget=args.memory_budget,
             target_recall=args.target_recall, delete_missing=args.delete_missing, keep_versions=args.keep_versions,
+            fetch=FetchLimits(timeout=args.fetch_timeout, retries=args.fetch_retries, max_bytes=args.max_download),
             batch_size=args.batch_size, workers=args.workers, device=args.device, progress=not args.no_progress,
         ))
         if report.rank != 0:

@@ -31,6 +31,7 @@ from index.catalog import Catalog, NewItem
 from index.choose import IndexChoice, choose_index, estimate_bytes, tune
 from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
+from index.fetch import FetchLimits
 from index.faiss_build import fill, new_index
 from index.reader import SourceItem, read_source
 from index.version import IndexVersion, open_current, publish
@@ -59,6 +60,7 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_versions: int = 5
     delete_missing: bool = False  # items of the collection no longer in the source are deleted
+    fetch: FetchLimits = field(default_factory=FetchLimits)  # for http(s) sources
     device: str = "cpu"
     progress: bool = True
 
@@ -105,7 +107,8 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
         bar = tqdm(total=len(mine), desc="index" if not dist.enabled else f"index (rank {dist.rank})", unit="img",
                    disable=not cfg.progress, dynamic_ncols=True, position=dist.rank)
         try:
-            for batch in embed_items(encoder, mine, cfg.batch_size, cfg.workers, DecodeLimits(cfg.max_pixels), known):
+            for batch in embed_items(encoder, mine, cfg.batch_size, cfg.workers, DecodeLimits(cfg.max_pixels), known,
+                                     cfg.fetch):
                 for item, reason in batch.failures:
                     log.warning("skipped %s: %s", item.uri, reason)
                     report.failures.append((item.uri, reason))

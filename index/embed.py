@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from index.decode import BadImage, DecodeLimits, open_image
+from index.fetch import FetchError, FetchLimits, read_bytes
 from index.reader import SourceItem
 
 
@@ -43,8 +44,8 @@ class DecodeDataset(Dataset):
     is hashed but neither decoded nor embedded again."""
 
     def __init__(self, items: Sequence[SourceItem], transform: Callable, limits: DecodeLimits,
-                 known: dict[str, str] | None = None) -> None:
-        self.items, self.transform, self.limits = items, transform, limits
+                 known: dict[str, str] | None = None, fetch: FetchLimits = FetchLimits()) -> None:
+        self.items, self.transform, self.limits, self.fetch = items, transform, limits, fetch
         self.known = known or {}
 
     def __len__(self) -> int:
@@ -52,9 +53,9 @@ class DecodeDataset(Dataset):
 
     def __getitem__(self, i: int) -> Decoded:
         try:
-            data = self.items[i].path.read_bytes()
-        except OSError as exc:
-            return Decoded(i, None, None, f"unreadable: {exc.strerror or exc}")
+            data = read_bytes(self.items[i].path, self.fetch)
+        except FetchError as exc:
+            return Decoded(i, None, None, str(exc))
         digest = hashlib.sha256(data).hexdigest()
         if self.known.get(self.items[i].uri) == digest:
             return Decoded(i, None, digest, unchanged=True)
@@ -78,9 +79,10 @@ def embed_items(
     workers: int = 2,
     limits: DecodeLimits = DecodeLimits(),
     known: dict[str, str] | None = None,
+    fetch: FetchLimits = FetchLimits(),
 ) -> Iterator[EmbeddedBatch]:
     """Yield one EmbeddedBatch per ``batch_size`` items, in input order."""
-    dataset = DecodeDataset(items, encoder.image_tensor, limits, known)
+    dataset = DecodeDataset(items, encoder.image_tensor, limits, known, fetch)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         pin_memory=encoder.device.type == "cuda")
     for decoded in loader:

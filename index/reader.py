@@ -1,4 +1,5 @@
-"""Sources of images to index: a folder (recursive, by extension) or a JSONL/CSV manifest."""
+"""Sources of images to index: a folder (recursive, by extension) or a JSONL/CSV manifest
+(whose image column holds paths relative to it, absolute paths, or http(s) URLs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from index.fetch import is_url
 from training.manifest import iter_manifest, resolve
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
@@ -14,9 +16,9 @@ MANIFEST_EXTENSIONS = frozenset({".jsonl", ".json", ".ndjson", ".csv", ".tsv"})
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One image to index: where it is, and the metadata that goes into the catalog."""
+    """One image to index: where it is (a file, or an http(s) URL), and the metadata that goes into the catalog."""
 
-    path: Path
+    path: Path | str
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -37,7 +39,8 @@ def read_manifest_items(manifest: str | Path, image_key: str = "file") -> Iterat
         location = row.get(image_key)
         if not location:
             raise ValueError(f"{manifest}: row {i} has no {image_key!r} column (columns: {', '.join(row)})")
-        yield SourceItem(resolve(manifest, str(location)), dict(row))
+        location = str(location)
+        yield SourceItem(location if is_url(location) else resolve(manifest, location), dict(row))
 
 
 def read_source(source: str | Path, image_key: str = "file") -> Iterator[SourceItem]:

@@ -8,10 +8,11 @@ from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, Response, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from index.catalog import Item
+from index.fetch import is_url
 from service.deps import ResourcesDep, SettingsDep
 from service.errors import ApiError, validation_error
 from service.ingest import add_item
@@ -44,10 +45,13 @@ async def get_item(item_id: ItemId, res: ResourcesDep) -> ItemOut:
 @router.get(
     "/{item_id}/image", name="item_image", summary="The item's image file", response_class=FileResponse,
     dependencies=READ,
-    responses={200: {"content": {"image/*": {}}, "description": "the indexed file's bytes"}, **_NOT_FOUND},
+    responses={200: {"content": {"image/*": {}}, "description": "the indexed file's bytes"},
+               307: {"description": "the item was indexed from an http(s) URL: go there"}, **_NOT_FOUND},
 )
-async def get_item_image(item_id: ItemId, res: ResourcesDep) -> FileResponse:
+async def get_item_image(item_id: ItemId, res: ResourcesDep) -> Response:
     item = await served_item(res, item_id)
+    if is_url(item.source):
+        return RedirectResponse(item.source, status_code=307)
     path = FilePath(item.source)
     if not path.is_absolute() or not await run_in_threadpool(path.is_file):
         raise ApiError(404, "not_found", f"the image file of item {item_id} is no longer there")
