@@ -100,7 +100,7 @@ def search_parameter(index: faiss.Index) -> tuple[str, list[int]] | None:
         return "nprobe", values
     inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     if isinstance(inner, faiss.IndexHNSW):
-        return "efSearch", [16, 32, 64, 128, 256, 512, 1024]
+        return "efSearch", [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
     return None
 
 
