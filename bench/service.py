@@ -42,6 +42,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+THREADS = max(1, (os.cpu_count() or 2) // 2)  # torch threads on each side; the client needs the rest
+
+
 @contextmanager
 def server(encoder: str, index: Path, url: str, **settings: str):
     import httpx
@@ -50,6 +53,7 @@ def server(encoder: str, index: Path, url: str, **settings: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env.update({"LOOKALIKE_ENCODER": encoder, "LOOKALIKE_INDEX": str(index), "LOOKALIKE_DATABASE_URL": url,
                 "LOOKALIKE_PORT": str(port), "LOOKALIKE_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1",
+                "OMP_NUM_THREADS": str(THREADS),
                 **{f"LOOKALIKE_{k.upper()}": v for k, v in settings.items()}})
     proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -99,7 +103,7 @@ def main() -> None:
     from index.version import open_current
     from training.encoder import load_encoder
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    torch.set_num_threads(THREADS)  # as many as the server gets (OMP_NUM_THREADS)
     root, rows = emoji_rows()
     rows = rows[: a.limit] if a.limit else rows
     queries = [r["name"] for r in rows][: a.queries]
@@ -173,6 +177,7 @@ def main() -> None:
     result = {
         "command": "service.py " + " ".join(sys.argv[1:]),
         "images": len(rows), "data": str(root), "encoder": a.encoder or f"random {a.model}", "k": a.k,
+        "torch_threads": THREADS,
         "latency": latency,
         "throughput_rps": {**throughput, "clients": a.clients, "ratio": throughput["batched"] / throughput["unbatched"]},
     }
