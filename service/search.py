@@ -88,7 +88,8 @@ async def search_vector(res: Resources, values: list[float], k: int, offset: int
                         keep: Predicate | None = None) -> SearchResponse:
     """The k items nearest to a caller's vector (checked for size and finiteness, then normalised)."""
     started = time.perf_counter()
-    vector = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # numbers beyond float32 become inf, refused just below
+        vector = np.asarray(values, dtype=np.float32)
     if vector.shape != (res.encoder.dim,):
         raise validation_error(("body", "vector"), f"the vector must have {res.encoder.dim} numbers (the encoder's "
                                f"dim), not {vector.size}", "wrong_dimension")

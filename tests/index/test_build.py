@@ -137,12 +137,12 @@ def test_a_job_killed_at_a_random_moment_resumes_to_a_consistent_index(micro_enc
             "--no-progress"]
     rows = [json.loads(line) for line in small_manifest.read_text().splitlines()]
     rng = random.Random(seed)
-    target = rng.randint(1, len(rows) - 8)  # kill once this many items are committed ...
+    target = rng.randint(1, len(rows) // 2)  # kill once this many items are committed ...
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while _committed(tmp_path / "catalog.db") < target and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, 0.3))  # ... plus a random moment, often inside the next batch
+    time.sleep(rng.uniform(0.0, 0.1))  # ... plus a random moment, often inside the next batch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = _committed(tmp_path / "catalog.db")
