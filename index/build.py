@@ -34,7 +34,7 @@ from index.embed import embed_items
 from index.fetch import FetchLimits
 from index.faiss_build import fill, new_index
 from index.reader import SourceItem, read_source
-from index.version import IndexVersion, open_current, publish
+from index.version import IndexVersion, open_current, publish, read_manifest
 from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
@@ -136,7 +136,7 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
         extra = {"source": str(cfg.source), "failures": len(report.failures)}
         report.version = publish_collection(catalog, cfg.out, cfg.collection, encoder, cfg.factory,
                                             cfg.memory_budget, cfg.target_recall, cfg.keep_versions, extra)
-        report.indexed = int(open_current(cfg.out).count)
+        report.indexed = int(read_manifest(report.version)["count"])  # no need to load the index again
         report.seconds = embed_seconds
         return report
     finally:
@@ -206,9 +206,7 @@ def verify(out: Path, database_url: str) -> VerifyReport:
     catalog = Catalog(database_url)
     try:
         stored = version.ids()
-        expected: set[int] = set()
-        for ids, _ in catalog.live_vectors(collection, version.fingerprint):
-            expected.update(ids.tolist())
+        expected = catalog.live_vector_ids(collection, version.fingerprint)
         in_index = set(stored.tolist())
         return VerifyReport(
             version=version.name, collection=collection, index_count=len(stored), catalog_count=len(expected),

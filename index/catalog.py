@@ -169,14 +169,19 @@ class Catalog:
                                        vector=encode_vector(v)) for i, it, v in zip(ids, items, vectors))
             return ids
 
+    @staticmethod
+    def _current_vectors(collection: str, fingerprint: str, *columns):
+        """SELECT ``columns`` for every live item of ``collection`` whose vector by ``fingerprint`` is up to date."""
+        return (select(*columns)
+                .join(Item, Item.id == Vector.item_id)
+                .where(Item.collection == collection, Item.deleted_at.is_(None), Vector.fingerprint == fingerprint,
+                       Vector.content_hash == Item.content_hash)
+                .order_by(Vector.item_id))
+
     def live_vectors(self, collection: str, fingerprint: str, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64 (n,), vectors float32 (n, dim)) chunks of every live item's current vector, by id."""
-        q = (select(Vector.item_id, Vector.vector)
-             .join(Item, Item.id == Vector.item_id)
-             .where(Item.collection == collection, Item.deleted_at.is_(None), Vector.fingerprint == fingerprint,
-                    Vector.content_hash == Item.content_hash)
-             .order_by(Vector.item_id)
-             .execution_options(yield_per=chunk))
+        q = self._current_vectors(collection, fingerprint, Vector.item_id, Vector.vector).execution_options(
+            yield_per=chunk)
         with self.sessions() as session:
             for part in session.execute(q).partitions(chunk):
                 ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
@@ -187,6 +192,11 @@ class Catalog:
         with self.sessions() as session:
             q = select(Item).where(Item.collection == collection, Item.source == source, Item.deleted_at.is_(None))
             return session.scalar(q)
+
+    def live_vector_ids(self, collection: str, fingerprint: str) -> set[int]:
+        """The ids ``live_vectors`` would yield, without reading the vectors."""
+        with self.sessions() as session:
+            return set(session.scalars(self._current_vectors(collection, fingerprint, Vector.item_id)))
 
     def vector_of(self, item_id: int, fingerprint: str) -> np.ndarray | None:
         """A live item's current vector by ``fingerprint`` (None if it has none or it is out of date)."""

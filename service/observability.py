@@ -24,6 +24,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("service.requests")
@@ -102,8 +103,6 @@ def install_observability(app: FastAPI) -> Metrics:
         res = getattr(request.app.state, "resources", None)
         if res is not None:
             metrics.index_vectors.set(res.version.count)
-            from starlette.concurrency import run_in_threadpool
-
             metrics.catalog_items.set(await run_in_threadpool(res.catalog.count, res.settings.collection))
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

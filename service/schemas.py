@@ -32,16 +32,23 @@ def _utc(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)  # SQLite hands back naive UTC
 
 
-class TextSearchRequest(BaseModel):
+class SearchPage(BaseModel):
+    """What every search request shares: how many results, from where, and which items qualify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)")
+    offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
+
+
+class TextSearchRequest(SearchPage):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"query": "dog face", "k": 5}]},
     )
 
     query: str = Field(description="what to look for, in words; surrounding whitespace is ignored")
-    k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)")
-    offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)")
-    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
     @field_validator("query")
     @classmethod
@@ -52,26 +59,21 @@ class TextSearchRequest(BaseModel):
         return query
 
 
-class SimilarRequest(BaseModel):
+class SimilarRequest(SearchPage):
     """More like this: the items nearest to an indexed item, the item itself left out."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": 412, "k": 5}]})
 
     id: int = Field(ge=0, description="catalog id of an indexed item (as in search results)")
-    k: int = Field(10, ge=1, description="how many results (at most the server's max_k)")
-    offset: int = Field(0, ge=0, description="skip this many results first")
-    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
 
-class VectorSearchRequest(BaseModel):
+class VectorSearchRequest(SearchPage):
     """Search with a vector computed elsewhere (by the same encoder); it is L2-normalised here."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"vector": [0.12, -0.05, 0.31], "k": 5}]})
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"vector": [0.12, -0.05, 0.31], "k": 5}]})
 
     vector: list[float] = Field(min_length=1, description="as many numbers as the encoder's dim (see /healthz)")
-    k: int = Field(10, ge=1, description="how many results (at most the server's max_k)")
-    offset: int = Field(0, ge=0, description="skip this many results first")
-    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
 
 
 class BatchQuery(BaseModel):
@@ -95,14 +97,12 @@ class BatchQuery(BaseModel):
         return self
 
 
-class BatchSearchRequest(BaseModel):
+class BatchSearchRequest(SearchPage):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "queries": [{"text": "dog face"}, {"id": 412}], "k": 5, "filter": {"vendor": "google"}}]})
 
-    queries: list[BatchQuery] = Field(min_length=1, description="answered in order, encoded together")
-    k: int = Field(10, ge=1, description="results per query (at most the server's max_k)")
-    offset: int = Field(0, ge=0)
-    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
+    queries: list[BatchQuery] = Field(min_length=1, description="answered in order, encoded together; "
+                                                                "k, offset and filter apply to each")
 
 
 class BatchClassifyRequest(BaseModel):

@@ -22,20 +22,15 @@ def require_text_tower(res: Resources) -> None:
                        "or classify into labels")
 
 
-def nearest(res: Resources, query: np.ndarray, k: int, offset: int = 0, exclude: int | None = None,
-            keep: Predicate | None = None) -> list[SearchHit]:
-    """One query vector (dim,) -> live items ``offset .. offset + k - 1`` in FAISS order (best first).
+def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int, offset: int = 0,
+               exclude: int | None = None, keep: Predicate | None = None) -> list[SearchHit]:
+    """One query vector (dim,) -> live items ``offset .. offset + k - 1`` of ``version``, in FAISS order
+    (best first); a request keeps the version it started with, even if a newer one is swapped in.
 
     Items deleted since the index version was published are still in FAISS but no longer
     live in the catalog, ``exclude`` is left out on purpose, and ``keep`` (a metadata filter)
     may reject many; the search widens (4x at a time) until enough items pass or the index
     has no more, so none of these makes a query silently return fewer."""
-    return nearest_in(res.version, res, query, k, offset, exclude, keep)
-
-
-def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int, offset: int = 0,
-               exclude: int | None = None, keep: Predicate | None = None) -> list[SearchHit]:
-    """``nearest`` on one given index version (a request keeps the version it started with)."""
     want = offset + k
     total = version.count + res.fresh.count
     fetch = min(want + (exclude is not None), total)

@@ -75,11 +75,12 @@ async def patch_item(item_id: ItemId, body: MetadataPatch, res: ResourcesDep, ca
 @router.delete("/{item_id}", status_code=204, response_class=Response, summary="Delete an item",
                responses=_NOT_FOUND)
 async def delete_item(item_id: ItemId, res: ResourcesDep, caller: WriteCaller) -> Response:
-    """Gone from search and from these routes at once; the next published index version leaves its vector
-    out. Needs the write scope."""
+    """Gone from search and from these routes at once; a new index version without its vector is published a
+    moment later. Needs the write scope."""
     deleted = await run_in_threadpool(res.catalog.delete, res.settings.collection, [item_id])
     if not deleted:
         raise ApiError(404, "not_found", f"no item with id {item_id}")
+    res.unpublished.set()  # the publisher compacts: the next version leaves the vector out
     return Response(status_code=204)
 
 
