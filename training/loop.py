@@ -20,7 +20,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -48,6 +48,21 @@ class LoopConfig:
     checkpoint_every: int = 0  # 0: only on interrupt and at the end
     progress: bool = True
     tensorboard_dir: str | None = None  # also write logged rows as TensorBoard scalars here (needs tensorboard)
+
+
+@dataclass(kw_only=True)
+class RunFiles:
+    """What every trainer's config shares: the loop settings and the files a run reads and writes.
+    A subclass supplies ``out`` (the encoder file); the checkpoint defaults to beside it."""
+
+    checkpoint: Path | None = None  # default: OUT + ".ckpt"
+    resume: Path | None = None  # continue exactly from this checkpoint
+    log_file: Path | None = None  # JSONL of logged steps
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
 
 
 def seed_everything(seed: int) -> None:

@@ -25,7 +25,7 @@ from training.data import ImageTextDataset
 from training.distributed import init_from_env, unwrap
 from training.encoder import Encoder, Preprocess, load_encoder, save_encoder
 from training.evaluate import text_to_image_recall
-from training.loop import LoopConfig, Trainer, seed_everything
+from training.loop import RunFiles, Trainer, seed_everything
 from training.sampling import StepSampler
 from training.shards import DecodePair, first_pairs, is_shards, shard_pipeline, shard_urls
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ClipTrainConfig:
+class ClipTrainConfig(RunFiles):
     data: Path
     out: Path
     image_key: str = "file"
@@ -50,17 +50,9 @@ class ClipTrainConfig:
     seed: int = 0
     device: str = "cpu"
     eval_limit: int = 4000  # images used for the before/after recall report
-    checkpoint: Path | None = None  # default: OUT + ".ckpt"
-    resume: Path | None = None
-    log_file: Path | None = None  # JSONL of logged steps
     val_data: Path | None = None  # manifest for the periodic monitor
     val_label_keys: list[str] = field(default_factory=list)
     val_group_key: str | None = None
-    loop: LoopConfig = field(default_factory=LoopConfig)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from training.backbones import build_backbone
 from training.data import ImageDataset, labelled_folder, list_images, manifest_images
 from training.distributed import DistInfo, init_from_env, unwrap
 from training.encoder import Encoder, Preprocess, save_encoder
-from training.loop import LoopConfig, Trainer, seed_everything
+from training.loop import RunFiles, Trainer, seed_everything
 from training.sampling import StepSampler
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
-class SSLTrainConfig:
+class SSLTrainConfig(RunFiles):
     method: str  # simclr | moco | rotnet
     data: Path  # a folder of images (recursively) or a JSONL/CSV manifest
     out: Path
@@ -69,18 +69,10 @@ class SSLTrainConfig:
     workers: int = 2
     seed: int = 0
     device: str = "cpu"
-    checkpoint: Path | None = None  # default: OUT + ".ckpt"
-    resume: Path | None = None
-    log_file: Path | None = None
     val_folder: Path | None = None  # labelled folder for the k-NN monitor
     val_fraction: float = 0.2  # its query part (the rest is the memory bank), split with split_seed
     knn_k: int = 20
     knn_temperature: float = 0.07
-    loop: LoopConfig = field(default_factory=LoopConfig)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
 
 
 @dataclass
