@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from training.distributed import DistInfo, unwrap, wrap
@@ -63,6 +64,29 @@ class RunFiles:
     @property
     def checkpoint_path(self) -> Path:
         return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
+
+
+def jsonable(obj: Any) -> Any:
+    """A config or summary made JSON-safe for an encoder file's run record (Paths, numpy scalars)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def keyed_loader(dataset, batch_size: int, seed: int, dist: DistInfo, device: torch.device, workers: int,
+                 start_step: int) -> DataLoader:
+    """The DataLoader of a keyed dataset: a StepSampler positioned at ``start_step`` (exact resume)."""
+    from training.sampling import StepSampler
+
+    sampler = StepSampler(len(dataset), batch_size, seed, dist.rank, dist.world_size, start_step=start_step)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
 
 
 def seed_everything(seed: int) -> None:

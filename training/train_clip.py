@@ -25,8 +25,7 @@ from training.data import ImageTextDataset
 from training.distributed import init_from_env, unwrap
 from training.encoder import Encoder, Preprocess, load_encoder, save_encoder
 from training.evaluate import text_to_image_recall
-from training.loop import RunFiles, Trainer, seed_everything
-from training.sampling import StepSampler
+from training.loop import RunFiles, Trainer, jsonable, keyed_loader, seed_everything
 from training.shards import DecodePair, first_pairs, is_shards, shard_pipeline, shard_urls
 
 log = logging.getLogger(__name__)
@@ -169,10 +168,7 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
         loader = DataLoader(shard_pipeline(shards, decode, batch_size, stream_seed), batch_size=None,
                             num_workers=cfg.workers, pin_memory=device.type == "cuda")
     else:
-        sampler = StepSampler(len(dataset), batch_size, cfg.seed, dist.rank, dist.world_size,
-                              start_step=trainer.step)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        loader = keyed_loader(dataset, batch_size, cfg.seed, dist, device, cfg.workers, trainer.step)
 
     started = time.perf_counter()
     history = trainer.fit(loader)
@@ -188,7 +184,7 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
         "pairs": len(dataset) if dataset is not None else None,
         "shards": len(shards) if shards is not None else None,
         "bad_files": len(dataset.bad_files) if dataset is not None else None,
-        "config": _jsonable(asdict(cfg)),
+        "config": jsonable(asdict(cfg)),
         "world_size": dist.world_size,
         "final_loss": history[-1]["loss"] if history and "loss" in history[-1] else None,
         "train_seconds": round(seconds, 1),
@@ -211,13 +207,3 @@ def run(cfg: ClipTrainConfig) -> ClipTrainResult:
             print(f"{name:<12}{r[1]:>8.3f}{r[5]:>8.3f}{r[10]:>8.3f}")
     print(f"\nwrote {cfg.out} (fingerprint {fp[:16]}) after {seconds:.0f} s of training")
     return ClipTrainResult(fp, before, after, history, seconds)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

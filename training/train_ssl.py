@@ -21,18 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from training.augment import AugmentConfig, Views, light_transform, simclr_transform
 from training.backbones import build_backbone
 from training.data import ImageDataset, labelled_folder, list_images, manifest_images
 from training.distributed import DistInfo, init_from_env, unwrap
 from training.encoder import Encoder, Preprocess, save_encoder
-from training.loop import RunFiles, Trainer, seed_everything
-from training.sampling import StepSampler
+from training.loop import RunFiles, Trainer, jsonable, keyed_loader, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +200,7 @@ def run(cfg: SSLTrainConfig) -> SSLTrainResult:
             print(f"resumed from {cfg.resume} at step {start}")
     elif monitor is not None:
         before = _monitored(trainer)
-    sampler = StepSampler(len(dataset), batch_size, cfg.seed, dist.rank, dist.world_size, start_step=trainer.step)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = keyed_loader(dataset, batch_size, cfg.seed, dist, device, cfg.workers, trainer.step)
 
     started = time.perf_counter()
     history = trainer.fit(loader)
@@ -220,12 +215,12 @@ def run(cfg: SSLTrainConfig) -> SSLTrainResult:
         "data": str(cfg.data),
         "images": len(dataset),
         "bad_files": len(dataset.bad_files),
-        "config": _jsonable(asdict(cfg)),
+        "config": jsonable(asdict(cfg)),
         "temperature": temperature_for(cfg) if cfg.method != "rotnet" else None,
         "world_size": dist.world_size,
         "final_loss": history[-1]["loss"] if history and "loss" in history[-1] else None,
         "train_seconds": round(seconds, 1),
-        "knn": {"untrained": before, "trained": after, "k": cfg.knn_k, "val_folder": _jsonable(cfg.val_folder)},
+        "knn": {"untrained": before, "trained": after, "k": cfg.knn_k, "val_folder": jsonable(cfg.val_folder)},
         "torch": torch.__version__,
         "host": platform.node(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -242,15 +237,3 @@ def run(cfg: SSLTrainConfig) -> SSLTrainResult:
 def _monitored(trainer: Trainer) -> float:
     values = trainer._run_monitor()
     return float(next(iter(values.values())))
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
