@@ -167,3 +167,13 @@ def wait_for(predicate, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def copy_sample(rows: list[dict], folder: Path) -> Path:
+    """Sample images copied into ``folder`` (created if needed) as VENDOR-CODE.png: a source a test may change."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    return folder

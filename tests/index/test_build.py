@@ -16,7 +16,7 @@ from PIL import Image
 from index.build import BuildConfig, build, verify
 from index.catalog import Catalog
 from index.version import open_current
-from tests.conftest import REPO, SAMPLE, sample_rows
+from tests.conftest import REPO, SAMPLE, copy_sample, sample_rows
 from training.encoder import load_encoder
 
 
@@ -91,17 +91,9 @@ def test_cli_build_and_info(micro_encoder, small_manifest, tmp_path):
     assert bad.returncode == 2 and "FAISS cannot build" in bad.stderr
 
 
-def _copy_sample(rows, folder: Path) -> Path:
-    """A folder source of real sample images that a test may change."""
-    folder.mkdir()
-    for r in rows:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
-    return folder
-
-
 def test_reruns_embed_only_what_is_new_or_changed(micro_encoder, tmp_path):
     rows = sample_rows()[:20]
-    folder = _copy_sample(rows[:16], tmp_path / "imgs")
+    folder = copy_sample(rows[:16], tmp_path / "imgs")
     cfg = _config(micro_encoder, folder, tmp_path)
     first = build(cfg)
     assert (first.embedded, first.unchanged, first.indexed) == (16, 0, 16)
@@ -223,7 +215,7 @@ def test_two_ranks_under_torchrun_embed_halves_and_publish_one_version(micro_enc
 
 def test_near_duplicates_are_found_and_grouped(micro_encoder, tmp_path):
     rows = sample_rows()[:12]
-    folder = _copy_sample(rows, tmp_path / "imgs")
+    folder = copy_sample(rows, tmp_path / "imgs")
     shutil.copy(folder / f"{rows[0]['vendor']}-{rows[0]['code']}.png", folder / "copy-a1.png")
     shutil.copy(folder / f"{rows[0]['vendor']}-{rows[0]['code']}.png", folder / "copy-a2.png")
     shutil.copy(folder / f"{rows[5]['vendor']}-{rows[5]['code']}.png", folder / "copy-b.png")

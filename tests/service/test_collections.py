@@ -1,14 +1,12 @@
 """Several collections side by side: a SimCLR one and a CLIP one, each with its encoder and index."""
 
-import shutil
-
 import pytest
 from fastapi.testclient import TestClient
 
 from index.build import BuildConfig, build
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO, SAMPLE, running_service, sample_rows
+from tests.conftest import REPO, copy_sample, running_service, sample_rows
 from tests.service.conftest import assert_error
 
 
@@ -23,9 +21,7 @@ def two(tmp_path_factory, micro_encoder, small_manifest):
     run(SSLTrainConfig(method="simclr", data=small_manifest, out=simclr, image_size=32, batch_size=32, workers=0,
                        backbone={"name": "small-cnn", "width": 8, "depth": 2}, loop=LoopConfig(steps=2, progress=False)))
     folder = root / "imgs"
-    folder.mkdir()
-    for r in sample_rows()[:10]:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    copy_sample(sample_rows()[:10], folder)
     url = f"sqlite:///{root / 'catalog.db'}"
     for name, encoder in (("clip", micro_encoder), ("simclr", simclr)):
         build(BuildConfig(encoder=str(encoder), source=folder, out=root / name, database_url=url, collection=name,

@@ -1,23 +1,19 @@
 """Items deleted from the catalog vanish from the API at once, before any new index version."""
 
-import shutil
-
 from fastapi.testclient import TestClient
 
 from index.build import BuildConfig, build
 from index.catalog import Catalog
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import SAMPLE, sample_rows
+from tests.conftest import copy_sample, sample_rows
 from tests.service.conftest import assert_error
 
 
 def test_deleted_items_are_hidden_and_searches_still_return_k(micro_encoder, tmp_path):
     rows = sample_rows()[:12]
     folder = tmp_path / "imgs"
-    folder.mkdir()
-    for r in rows:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    copy_sample(rows, folder)
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=folder, out=tmp_path / "index", database_url=url,
                       workers=0, progress=False))

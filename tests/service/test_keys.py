@@ -1,6 +1,5 @@
 """API keys: the CLI, scopes on every route, revocation, per-key rate limits, and item writes."""
 
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ from index.catalog import Catalog
 from service.app import create_app
 from service.keys import RateLimiter, create_key, hash_key, list_keys, revoke_keys
 from service.settings import Settings
-from tests.conftest import REPO, SAMPLE, sample_rows
+from tests.conftest import REPO, copy_sample, sample_rows
 from tests.service.conftest import assert_error
 
 
@@ -20,9 +19,7 @@ from tests.service.conftest import assert_error
 def setup(micro_encoder, tmp_path):
     """A private index (tests here delete items) and its catalog URL."""
     folder = tmp_path / "imgs"
-    folder.mkdir()
-    for r in sample_rows()[:8]:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    copy_sample(sample_rows()[:8], folder)
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=folder, out=tmp_path / "index", database_url=url,
                       workers=0, progress=False))

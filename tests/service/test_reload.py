@@ -1,21 +1,18 @@
 """A newly published index version is served without a restart, and no request fails meanwhile."""
 
-import shutil
 import threading
 import time
 
 import httpx
 
 from index.build import BuildConfig, build
-from tests.conftest import SAMPLE, running_service, sample_rows, wait_for
+from tests.conftest import copy_sample, running_service, sample_rows, wait_for
 
 
 def test_new_versions_are_picked_up_while_requests_run(micro_encoder, other_encoder, tmp_path):
     rows = sample_rows()
     folder = tmp_path / "imgs"
-    folder.mkdir()
-    for r in rows[:10]:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    copy_sample(rows[:10], folder)
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     cfg = BuildConfig(encoder=str(micro_encoder), source=folder, out=tmp_path / "index", database_url=url,
                       workers=0, progress=False)
@@ -38,8 +35,7 @@ def test_new_versions_are_picked_up_while_requests_run(micro_encoder, other_enco
         for t in threads:
             t.start()
         try:
-            for r in rows[10:14]:
-                shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+            copy_sample(rows[10:14], folder)
             second = build(cfg).version.name
             assert wait_for(lambda: httpx.get(f"{base}/healthz").json()["index_version"] == second)
             health = httpx.get(f"{base}/healthz").json()

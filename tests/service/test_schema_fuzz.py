@@ -1,8 +1,6 @@
 """Property-based requests generated from the OpenAPI schema (schemathesis): whatever a caller sends,
 the service answers with a documented 2xx/4xx, never a 5xx. Bounded to a few examples per operation."""
 
-import shutil
-
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -14,16 +12,14 @@ from service.app import create_app  # noqa: E402
 from service.keys import create_key  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.state import Resources  # noqa: E402
-from tests.conftest import SAMPLE, sample_rows  # noqa: E402
+from tests.conftest import copy_sample, sample_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory, micro_encoder):
     root = tmp_path_factory.mktemp("fuzz")
     folder = root / "imgs"
-    folder.mkdir()
-    for r in sample_rows()[:6]:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    copy_sample(sample_rows()[:6], folder)
     url = f"sqlite:///{root / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=folder, out=root / "index", database_url=url, workers=0,
                       progress=False))

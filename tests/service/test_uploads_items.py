@@ -1,7 +1,6 @@
 """POST /v1/items: an uploaded image is searchable by the next query and lands in the next index version."""
 
 import json
-import shutil
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +10,7 @@ from index.catalog import Catalog
 from service.app import create_app
 from service.keys import create_key
 from service.settings import Settings
-from tests.conftest import SAMPLE, sample_rows, wait_for
+from tests.conftest import SAMPLE, copy_sample, sample_rows, wait_for
 from tests.service.conftest import assert_error
 
 
@@ -19,9 +18,7 @@ from tests.service.conftest import assert_error
 def served(micro_encoder, tmp_path):
     rows = sample_rows()
     folder = tmp_path / "imgs"
-    folder.mkdir()
-    for r in rows[:8]:
-        shutil.copy(SAMPLE / r["file"], folder / f"{r['vendor']}-{r['code']}.png")
+    copy_sample(rows[:8], folder)
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=folder, out=tmp_path / "index", database_url=url,
                       workers=0, progress=False))
