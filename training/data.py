@@ -10,6 +10,7 @@ stops a run.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -24,6 +25,23 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 T = TypeVar("T")
+
+
+@contextmanager
+def _seeded_cpu_rng(seed: int):
+    """Run the block under the CPU generator seeded with ``seed``, then restore its state.
+
+    Only the CPU generator: the transforms draw from nothing else. ``torch.manual_seed``
+    would also seed every accelerator backend (CUDA, XPU, MTIA), which costs ~0.2 ms per
+    call in a DataLoader worker, i.e. ~30 ms of CPU per batch of 128; this costs ~4 µs.
+    """
+    generator = torch.default_generator
+    state = generator.get_state()
+    try:
+        generator.manual_seed(seed)
+        yield
+    finally:
+        generator.set_state(state)
 
 
 class KeyedImages(Dataset):
@@ -50,8 +68,7 @@ class KeyedImages(Dataset):
         for offset in range(len(self)):
             j = (i + offset) % len(self)
             try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self.seed * 1_000_003 + key)
+                with _seeded_cpu_rng(self.seed * 1_000_003 + key):
                     return make(j, self.load_image(j))
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 if self.paths[j] not in self.bad_files:

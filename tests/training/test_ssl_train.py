@@ -93,7 +93,11 @@ def test_views_are_seeded_by_the_sampler_key(labelled):
     _, _, transform = build(_cfg("simclr", labelled, Path("x")))
     paths, _ = labelled_folder(labelled)
     ds = ImageDataset(paths, transform, seed=0)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
     a1, a2 = ds[3]
+    assert torch.equal(torch.get_rng_state(), before)  # loading leaves the caller's RNG where it was
+    torch.manual_seed(99)  # ... and does not depend on it
     b1, b2 = ds[3]
     assert a1.shape == (3, 16, 16) and torch.equal(a1, b1) and torch.equal(a2, b2)  # same key: same views
     assert not torch.equal(a1, a2)  # the two views of one key differ
