@@ -122,6 +122,11 @@ def _ssl_parser(sub, name: str) -> None:
         p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (0.5 SimCLR, 0.2 MoCo)")
         p.add_argument("--proj-hidden", type=int, default=512, help="projection head hidden width")
         p.add_argument("--proj-dim", type=int, default=128, help="projection head output width")
+    if name == "simclr":
+        p.add_argument("--separate-views", action="store_true",
+                       help="one forward pass per view (batch norm statistics per view, as lightly's examples do) "
+                            "instead of one over both views (SimCLR's joint statistics); on CPUs a smaller batch "
+                            "per pass can be faster")
     if name == "moco":
         p.add_argument("--momentum", type=float, default=0.99, help="key encoder momentum")
         p.add_argument("--queue-size", type=int, default=4096, help="negatives kept from earlier batches")
@@ -161,6 +166,7 @@ def _ssl_config(args: argparse.Namespace, where: dict[str, str]):
         temperature=getattr(args, "temperature", None), proj_hidden=getattr(args, "proj_hidden", 512),
         proj_dim=getattr(args, "proj_dim", 128), momentum=getattr(args, "momentum", 0.99),
         queue_size=getattr(args, "queue_size", 4096), symmetric=getattr(args, "symmetric", False),
+        separate_views=getattr(args, "separate_views", False),
         sync_bn=args.sync_bn, channels_last=args.channels_last, threads=args.threads, batch_size=args.batch_size,
         workers=args.workers, seed=args.seed, device=args.device,
         checkpoint=args.checkpoint, resume=args.resume, log_file=args.log_file, val_folder=args.val_folder,

@@ -59,6 +59,7 @@ class SSLTrainConfig(RunFiles):
     momentum: float = 0.99  # MoCo's key encoder
     queue_size: int = 4096  # MoCo's negatives
     symmetric: bool = False  # MoCo: symmetrised loss
+    separate_views: bool = False  # SimCLR: one forward per view (BN statistics per view) instead of one joint
     sync_bn: bool = False  # SyncBatchNorm across processes (GPUs only)
     channels_last: bool = False  # NHWC weights: faster convolutions on CPUs (and on GPUs with AMP)
     threads: int = 0  # intra-op CPU threads of the training process (0: torch's default)
@@ -107,7 +108,8 @@ def build(cfg: SSLTrainConfig, dist: DistInfo = DistInfo()):
     preprocess = preprocess_for(cfg)
     if cfg.method == "simclr":
         model: nn.Module = SimCLRModel(backbone, cfg.proj_hidden, cfg.proj_dim)
-        method = SimCLRMethod(model, temperature_for(cfg), dist.rank, dist.world_size)
+        method = SimCLRMethod(model, temperature_for(cfg), dist.rank, dist.world_size,
+                              joint_views=not cfg.separate_views)
         transform: Callable = Views(simclr_transform(preprocess, cfg.augment or AugmentConfig.for_size(cfg.image_size)))
     elif cfg.method == "moco":
         model = MoCoModel(backbone, cfg.proj_hidden, cfg.proj_dim, cfg.queue_size)

@@ -30,11 +30,12 @@ def _halves(rank: int, world_size: int):
     return [v[rank * per:(rank + 1) * per] for v in _views()]
 
 
-def _simclr_grads(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+def _simclr_grads(rank: int, world_size: int, joint_views: bool = True) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = wrap(SimCLRModel(build_backbone(SPEC), 16, 8, head_bn=False), DistInfo(rank, world_size, rank),
                  torch.device("cpu"))
-    loss = SimCLRMethod(model, 0.3, rank, world_size).training_step(_halves(rank, world_size))["loss"]
+    method = SimCLRMethod(model, 0.3, rank, world_size, joint_views=joint_views)
+    loss = method.training_step(_halves(rank, world_size))["loss"]
     loss.backward()
     inner = model.module if hasattr(model, "module") else model
     return {"loss": loss.detach()} | {n: p.grad.detach().clone() for n, p in inner.named_parameters()
@@ -57,7 +58,9 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        torch.save({"simclr": _simclr_grads(rank, world_size), "moco": _moco_state(rank, world_size)},
+        torch.save({"simclr": _simclr_grads(rank, world_size), "moco": _moco_state(rank, world_size),
+                    # one forward per view: DDP sees the model called twice before one backward
+                    "simclr_separate": _simclr_grads(rank, world_size, joint_views=False)},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -65,6 +68,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 def test_two_processes_match_one_on_the_global_batch(tmp_path):
     simclr, moco = _simclr_grads(0, 1), _moco_state(0, 1)
+    separate = _simclr_grads(0, 1, joint_views=False)
+    # without batch norm the two layouts compute the same function
+    for name, g in simclr.items():
+        torch.testing.assert_close(separate[name], g, rtol=1e-5, atol=1e-6, msg=f"separate views: {name}")
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     losses = []
     for rank in range(2):
@@ -74,6 +81,10 @@ def test_two_processes_match_one_on_the_global_batch(tmp_path):
         for name, g in simclr.items():
             if name != "loss":
                 torch.testing.assert_close(got["simclr"][name], g, rtol=1e-4, atol=1e-6, msg=f"rank {rank}: {name}")
+        for name, g in separate.items():
+            if name != "loss":
+                torch.testing.assert_close(got["simclr_separate"][name], g, rtol=1e-4, atol=1e-6,
+                                           msg=f"rank {rank}, separate views: {name}")
         losses.append(got["simclr"]["loss"])
         # MoCo: every process enqueues the keys of the whole global batch, in rank order
         torch.testing.assert_close(got["moco"]["queue"], moco["queue"], rtol=1e-5, atol=1e-6)
