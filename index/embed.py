@@ -6,6 +6,8 @@ reader (SourceItem) -> DecodeDataset (bytes, hash, tensor; in DataLoader workers
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -68,6 +70,10 @@ class DecodeDataset(Dataset):
         return Decoded(i, tensor, digest)
 
 
+def _yield_to_the_model(worker_id: int) -> None:
+    os.nice(19)
+
+
 def _collate(batch: list[Decoded]) -> list[Decoded]:
     return batch
 
@@ -84,7 +90,8 @@ def embed_items(
     """Yield one EmbeddedBatch per ``batch_size`` items, in input order."""
     dataset = DecodeDataset(items, encoder.image_tensor, limits, known, fetch)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-                        pin_memory=encoder.device.type == "cuda")
+                        pin_memory=encoder.device.type == "cuda",
+                        worker_init_fn=_yield_to_the_model if encoder.device.type == "cpu" else None)
     for decoded in loader:
         good = [d for d in decoded if d.tensor is not None]
         unchanged = [(items[d.position], d.content_hash) for d in decoded if d.unchanged]
