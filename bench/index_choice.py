@@ -69,6 +69,15 @@ def vectors(n: int, queries: int, encoder_spec: str, sigma: float, seed: int = 0
     return perturbed(n), perturbed(queries)
 
 
+def recall_at_speed(curve: list[dict], qps: float) -> float | None:
+    """Recall@10 of our index at ``qps`` queries/s: linear in log(q/s) between the two curve points around it."""
+    points = sorted((c["queries_per_second"], c["recall_at_10"]) for c in curve)
+    for (q0, r0), (q1, r1) in zip(points, points[1:]):
+        if q0 <= qps <= q1:
+            return round(r0 + (r1 - r0) * (np.log(qps / q0) / np.log(q1 / q0)), 4)
+    return None  # outside the measured range
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000)
@@ -85,8 +94,7 @@ def main() -> None:
     import faiss
 
     from index.__main__ import parse_bytes
-    from index.choose import choose_index, recall_at_k, search_parameter, tune
-    from index.faiss_build import fill, new_index
+    from index.choose import build_tuned, recall_at_k, search_parameter
 
     faiss.omp_set_num_threads(a.threads)
     budget = parse_bytes(a.budget)
@@ -99,17 +107,14 @@ def main() -> None:
         _, truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
         exact_s = time.perf_counter() - started
 
-        choice = choose_index(len(x), x.shape[1], budget)
         started = time.perf_counter()
-        index = new_index(x.shape[1], choice.factory)
-        fill(index, x, ids)
-        tuning = tune(index, x, ids, a.target_recall)
+        index, choice, tuning = build_tuned(x, ids, "auto", budget, a.target_recall)
         build_s = time.perf_counter() - started
         started = time.perf_counter()
         _, found = index.search(q, 10)
         search_s = time.perf_counter() - started
         ours = {"factory": choice.factory, "reason": choice.reason, "estimated_bytes": choice.estimated_bytes,
-                "search_params": tuning["params"], "build_and_tune_seconds": round(build_s, 1),
+                "choice_params": choice.params, "tuning": tuning, "search_params": tuning["params"], "build_and_tune_seconds": round(build_s, 1),
                 "recall_at_10": recall_at_k(found, truth), "queries_per_second": len(q) / search_s}
 
         theirs = None
@@ -125,12 +130,13 @@ def main() -> None:
                       "recall_at_10": recall_at_k(np.load(tmp / "ids.npy"), truth),
                       "queries_per_second": len(q) / out["search_seconds"]}
 
-        # our index along its speed/recall knob, to compare at autofaiss's recall
+        # our index along its speed/recall knob, to compare at autofaiss's speed and recall
         curve = []
         knob = search_parameter(index)
         if knob is not None:
             name, values = knob
-            for value in values:
+            chosen = tuning["params"].get(name)
+            for value in sorted(set(values) | ({chosen} if chosen else set())):
                 faiss.ParameterSpace().set_index_parameter(index, name, value)
                 started = time.perf_counter()
                 _, found = index.search(q, 10)
@@ -140,6 +146,7 @@ def main() -> None:
         if theirs and curve:
             reach = [c for c in curve if c["recall_at_10"] >= theirs["recall_at_10"]]
             ours["at_autofaiss_recall"] = reach[0] if reach else None
+            ours["recall_at_autofaiss_speed"] = recall_at_speed(curve, theirs["queries_per_second"])
 
     result = {"command": "index_choice.py " + " ".join(sys.argv[1:]), "n": a.n, "dim": int(x.shape[1]),
               "queries": a.queries, "budget": a.budget, "sigma": a.sigma, "threads": a.threads,
@@ -151,6 +158,8 @@ def main() -> None:
         print(f"autofaiss: {theirs['info'].get('index_key', theirs['index'][:40])}, recall@10 "
               f"{theirs['recall_at_10']:.3f}, {theirs['queries_per_second']:.0f} q/s")
         print(f"ours at autofaiss's recall: {ours.get('at_autofaiss_recall')}")
+        print(f"ours at autofaiss's speed ({theirs['queries_per_second']:.0f} q/s, interpolated on our curve): "
+              f"recall@10 {ours.get('recall_at_autofaiss_speed')}")
     print(f"wrote {path}")
 
 

@@ -28,11 +28,11 @@ from sqlalchemy.engine import make_url
 from tqdm.auto import tqdm
 
 from index.catalog import Catalog, NewItem
-from index.choose import IndexChoice, choose_index, estimate_bytes, tune
+from index.choose import build_tuned
 from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
 from index.fetch import FetchLimits
-from index.faiss_build import fill, new_index
+from index.faiss_build import new_index
 from index.reader import SourceItem, read_source
 from index.version import IndexVersion, open_current, publish, read_manifest
 from training.distributed import barrier, init_from_env
@@ -154,13 +154,7 @@ def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: En
     vectors = np.concatenate([p[1] for p in parts])
     if vectors.shape[1] != encoder.dim:
         raise ValueError(f"catalog vectors have dim {vectors.shape[1]}, the encoder {encoder.dim}")
-    if factory == AUTO:
-        choice = choose_index(len(ids), encoder.dim, memory_budget)
-    else:
-        choice = IndexChoice(factory, "given", _estimate(factory, len(ids), encoder.dim))
-    index = new_index(encoder.dim, choice.factory)
-    fill(index, vectors, ids)
-    tuning = tune(index, vectors, ids, target_recall)
+    index, choice, tuning = build_tuned(vectors, ids, factory, memory_budget, target_recall)
     manifest = {
         "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},
         "dim": encoder.dim,
@@ -175,13 +169,6 @@ def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: En
         **(extra or {}),
     }
     return publish(out, index, manifest, keep=keep)
-
-
-def _estimate(factory: str, n: int, dim: int) -> int | None:
-    try:
-        return estimate_bytes(factory, n, dim)
-    except ValueError:
-        return None
 
 
 @dataclass

@@ -2,7 +2,8 @@ import faiss
 import numpy as np
 import pytest
 
-from index.choose import choose_index, estimate_bytes, n_lists, recall_at_k, tune
+import index.choose
+from index.choose import build_tuned, choose_index, estimate_bytes, n_lists, recall_at_k, tune
 from index.faiss_build import fill, new_index
 
 G = 2**30
@@ -70,3 +71,51 @@ def test_exact_index_needs_no_tuning():
 def test_recall_counts_missing_slots_as_misses():
     truth = np.array([[1, 2], [3, 4]])
     assert recall_at_k(np.array([[2, 1], [3, -1]]), truth) == 0.75
+
+
+def test_tuning_narrows_the_value_between_powers_of_two():
+    x = _clustered(20_000)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = fill(new_index(x.shape[1], "HNSW16"), x, ids)
+    result = tune(index, x, ids, target_recall=0.99, k=10, queries=200)
+    value = result["params"]["efSearch"]
+    passing = [t["efSearch"] for t in result["tried"] if t["recall"] >= 0.99]
+    failing = [t["efSearch"] for t in result["tried"] if t["recall"] < 0.99]
+    assert value == min(passing) and result["recall"] >= 0.99
+    if failing:  # the chosen value is within 1/8 of the largest one that fell short
+        assert value - max(failing) <= max(1, value // 8)
+    assert faiss.downcast_index(index.index).hnsw.efSearch == value  # left set on the index
+    assert result["seconds"] > 0 and result["exact_seconds"] > 0
+
+
+def test_an_approximation_slower_than_exact_search_falls_back_to_flat():
+    # uniform random directions in 128 dimensions: no structure for a graph to exploit, and a
+    # recall target of 1.0 drives efSearch up until the graph is slower than brute force
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(index.choose.EXACT_BELOW + 5_000, 128)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(len(x), dtype=np.int64) + 7
+    built, choice, tuning = build_tuned(x, ids, "auto", 4 * G, target_recall=1.0)
+    assert choice.factory == "Flat" and choice.params["rejected"]["factory"] == "HNSW32"
+    assert "no faster than exact search" in choice.reason
+    assert tuning["params"] == {} and built.ntotal == len(x)
+    _, found = built.search(x[:5], 1)
+    assert found[:, 0].tolist() == ids[:5].tolist()
+
+
+def test_an_approximation_faster_than_exact_search_is_kept(monkeypatch):
+    x = _clustered(index.choose.EXACT_BELOW + 1_000)
+    ids = np.arange(len(x), dtype=np.int64)
+    real_tune = index.choose.tune
+
+    def faster(*args, **kwargs):
+        result = real_tune(*args, **kwargs)
+        return {**result, "seconds": result["exact_seconds"] / 2}  # as on a machine where the graph wins
+
+    monkeypatch.setattr(index.choose, "tune", faster)
+    _, choice, tuning = build_tuned(x, ids, "auto", 4 * G, target_recall=0.9)
+    assert choice.factory == "HNSW32" and set(tuning["params"]) == {"efSearch"}
+    # a factory the user gave is kept whatever the timings say
+    monkeypatch.setattr(index.choose, "tune", real_tune)
+    _, given, _ = build_tuned(x, ids, "HNSW16", 4 * G, target_recall=1.0)
+    assert given.factory == "HNSW16" and given.reason == "given"
