@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         uvicorn.run(create_app(settings, resources=loaded[0], collections=collections), host=settings.host,
-                    port=settings.port, log_level=settings.log_level)
+                    port=settings.port, log_level=settings.log_level,
+                    access_log=False)  # every request is logged once already, as JSON with its request id
     finally:
         for res in loaded:
             res.close()

@@ -1,4 +1,7 @@
-"""FastAPI dependencies: what a route may ask for, read from ``request.app.state``."""
+"""FastAPI dependencies: what a route may ask for, read from ``request.app.state``.
+
+They are ``async def`` on purpose: they never block, and FastAPI runs a plain ``def``
+dependency in its thread pool, one hop (~0.1-0.3 ms on a busy CPU) per dependency per request."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ from service.settings import Settings
 from service.state import Resources
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_resources(
+async def get_resources(
     request: Request,
     collection: Annotated[str | None, Query(description="which collection to use (default: the server's "
                                                         "default collection; see GET /v1/collections)")] = None,

@@ -54,16 +54,20 @@ async def search_text(res: Resources, query: str, k: int, offset: int = 0,
     """The k items whose pictures best match ``query``."""
     require_text_tower(res)
     started = time.perf_counter()
-    vector = await res.text_batcher.submit(query)  # (dim,)
-    return await _answer(res, vector, k, offset, started, keep=keep)
+    version = res.version  # one version for the whole request, even if a newer one is swapped in meanwhile
+    hits = await res.text_batcher.submit(query, then=lambda vector: nearest_in(version, res, vector, k, offset,
+                                                                                 keep=keep))
+    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
 
 
 async def search_image(res: Resources, image: Image.Image, k: int, offset: int = 0,
                        keep: Predicate | None = None) -> SearchResponse:
     """The k items that look most like ``image``."""
     started = time.perf_counter()
-    vector = await res.image_batcher.submit(image)  # (dim,)
-    return await _answer(res, vector, k, offset, started, keep=keep)
+    version = res.version
+    hits = await res.image_batcher.submit(image, then=lambda vector: nearest_in(version, res, vector, k, offset,
+                                                                                  keep=keep))
+    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
 
 
 async def search_similar(res: Resources, item_id: int, k: int, offset: int = 0,

@@ -117,3 +117,47 @@ def test_concurrent_http_queries_get_the_same_answers_as_sequential_ones(client,
         for x, y in zip(a, b):
             assert x["id"] == y["id"] or abs(x["score"] - y["score"]) < 1e-5
     assert all(p[0]["source"] == str(sample_png) for p in pictures)
+
+
+def test_a_follow_up_runs_in_the_encoder_thread_for_a_lone_request_and_in_the_pool_otherwise():
+    fn = Recorder()
+    batcher = Batcher(fn, max_batch=32)
+    ran_in: list[tuple[int, str]] = []
+
+    def then(row):
+        ran_in.append((int(row[0]), threading.current_thread().name))
+        if row[0] == 3:
+            raise LookupError("nothing for 3")
+        return float(row[1]) + 0.5
+
+    async def lone():
+        return await batcher.submit(7, then=then)
+
+    assert asyncio.run(lone()) == 14.5
+    # a batch of one: encoder and follow-up in one worker-thread call
+    assert batcher.calls == 1 and len(ran_in) == 1
+
+    async def together():
+        return await asyncio.gather(*(batcher.submit(i, then=then) for i in range(5)), return_exceptions=True)
+
+    results = asyncio.run(together())
+    assert fn.batches[-1] == [0, 1, 2, 3, 4]  # still one encoder call for the five
+    assert results[:3] == [0.5, 2.5, 4.5] and results[4] == 8.5
+    assert isinstance(results[3], LookupError)  # a follow-up's error is its own request's, no retry
+    assert len(fn.batches) == 2
+    assert sorted(i for i, _ in ran_in[1:]) == [0, 1, 2, 3, 4]
+
+
+def test_a_failing_follow_up_of_a_lone_request_is_not_retried():
+    fn = Recorder()
+    batcher = Batcher(fn)
+
+    def then(row):
+        raise LookupError("no such thing")
+
+    async def main():
+        return await batcher.submit(1, then=then)
+
+    with pytest.raises(LookupError):
+        asyncio.run(main())
+    assert fn.batches == [[1]]
