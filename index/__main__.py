@@ -1,6 +1,6 @@
 """``python -m index``: build, inspect, check and change index versions.
 
-    python -m index build --encoder ENCODER --source FOLDER_OR_MANIFEST --out INDEX_DIR [--database-url URL]
+    python -m index build --encoder ENCODER --source FOLDER|MANIFEST|'SHARDS/{000..009}.tar' --out INDEX_DIR [--database-url URL]
     python -m index info INDEX_DIR
     python -m index verify INDEX_DIR [--database-url URL]        exit 1 when index and catalog disagree
     python -m index delete INDEX_DIR --encoder ENCODER --id ID [--id ID ...]
@@ -48,7 +48,7 @@ def _main(argv: list[str] | None) -> int:
     b = sub.add_parser("build", help="embed images and publish a new index version",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--encoder", required=True, help="encoder file, or open_clip:MODEL/TAG_OR_PATH")
-    b.add_argument("--source", type=Path, required=True, help="image folder or JSONL/CSV manifest")
+    b.add_argument("--source", type=Path, required=True, help="image folder, JSONL/CSV manifest, or webdataset shards ('DIR/{000..099}.tar')")
     b.add_argument("--out", type=Path, required=True, help="index root folder (versions/ and CURRENT)")
     b.add_argument("--database-url", default=None, help="SQLAlchemy URL of the catalog (default: SQLite beside --out)")
     b.add_argument("--collection", default="default")

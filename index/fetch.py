@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from index.shards import is_shard_member, read_member
+
 DEFAULT_MAX_BYTES = 50 * 2**20
 
 
@@ -36,6 +38,8 @@ def read_bytes(location: str | Path, limits: FetchLimits = FetchLimits()) -> byt
     location = str(location)
     if not is_url(location):
         try:
+            if is_shard_member(location):
+                return read_member(location)
             return Path(location).read_bytes()
         except OSError as exc:
             raise FetchError(f"unreadable: {exc.strerror or exc}") from None

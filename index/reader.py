@@ -1,5 +1,6 @@
-"""Sources of images to index: a folder (recursive, by extension) or a JSONL/CSV manifest
-(whose image column holds paths relative to it, absolute paths, or http(s) URLs)."""
+"""Sources of images to index: a folder (recursive, by extension), a JSONL/CSV manifest
+(whose image column holds paths relative to it, absolute paths, or http(s) URLs), or
+webdataset tar shards (``index.shards``: a ``.tar`` file or a brace pattern of them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from index.fetch import is_url
+from index.shards import is_shard_source, read_shards
 from training.manifest import iter_manifest, resolve
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
@@ -44,7 +46,9 @@ def read_manifest_items(manifest: str | Path, image_key: str = "file") -> Iterat
 
 
 def read_source(source: str | Path, image_key: str = "file") -> Iterator[SourceItem]:
-    """A folder or a manifest file, whichever ``source`` is."""
+    """A folder, a manifest file or tar shards, whichever ``source`` is."""
+    if is_shard_source(source):
+        return read_shards(source)
     source = Path(source)
     if source.is_dir():
         return read_folder(source)
@@ -52,4 +56,4 @@ def read_source(source: str | Path, image_key: str = "file") -> Iterator[SourceI
         return read_manifest_items(source, image_key)
     if not source.exists():
         raise FileNotFoundError(f"source not found: {source}")
-    raise ValueError(f"{source}: a source is a folder or a .jsonl/.csv manifest")
+    raise ValueError(f"{source}: a source is a folder, a .jsonl/.csv manifest or .tar shards")

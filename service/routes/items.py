@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from index.catalog import Item
 from index.fetch import is_url
+from index.shards import is_shard_member, read_member, split_location
 from service.deps import ResourcesDep, SettingsDep
 from service.errors import ApiError, validation_error
 from service.ingest import add_item
@@ -52,6 +53,13 @@ async def get_item_image(item_id: ItemId, res: ResourcesDep) -> Response:
     item = await served_item(res, item_id)
     if is_url(item.source):
         return RedirectResponse(item.source, status_code=307)
+    if is_shard_member(item.source):  # indexed from a webdataset shard: read the member out of the tar
+        try:
+            data = await run_in_threadpool(read_member, item.source)
+        except OSError:
+            raise ApiError(404, "not_found", f"the image of item {item_id} is no longer in its shard") from None
+        media_type = mimetypes.guess_type(split_location(item.source)[1])[0] or "application/octet-stream"
+        return Response(data, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
     path = FilePath(item.source)
     if not path.is_absolute() or not await run_in_threadpool(path.is_file):
         raise ApiError(404, "not_found", f"the image file of item {item_id} is no longer there")

@@ -26,7 +26,7 @@ def test_read_source_picks_by_kind(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_source(tmp_path / "missing")
     (tmp_path / "x.bin").write_bytes(b"")
-    with pytest.raises(ValueError, match="folder or a .jsonl/.csv"):
+    with pytest.raises(ValueError, match="a folder, a .jsonl/.csv manifest or .tar shards"):
         read_source(tmp_path / "x.bin")
 
 
