@@ -26,6 +26,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.faiss_build import fill, new_index
+
 EXACT_BELOW = 20_000
 HNSW_M = 32
 HNSW_MAX = 5_000_000
@@ -177,8 +179,6 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budge
     the same or better speed. (Data whose neighbours are hard to tell apart, e.g. many near
     duplicates, can need so large an efSearch/nprobe that the approximation stops paying.)
     """
-    from index.faiss_build import fill, new_index
-
     n, dim = vectors.shape
     if factory == "auto":
         choice = choose_index(n, dim, memory_budget)

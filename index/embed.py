@@ -6,9 +6,8 @@ reader (SourceItem) -> DecodeDataset (bytes, hash, tensor; in DataLoader workers
 
 from __future__ import annotations
 
-import os
-
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from index.fetch import is_url
-from index.shards import is_shard_source, read_shards
+from index.shards import read_shards
 from training.manifest import iter_manifest, resolve
+from training.shards import is_shards
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST_EXTENSIONS = frozenset({".jsonl", ".json", ".ndjson", ".csv", ".tsv"})
@@ -46,8 +47,8 @@ def read_manifest_items(manifest: str | Path, image_key: str = "file") -> Iterat
 
 
 def read_source(source: str | Path, image_key: str = "file") -> Iterator[SourceItem]:
-    """A folder, a manifest file or tar shards, whichever ``source`` is."""
-    if is_shard_source(source):
+    """A folder, a manifest file or tar shards (a ``.tar`` file or brace pattern), whichever ``source`` is."""
+    if not Path(source).is_dir() and is_shards(source):  # a folder is read for its images, tars or not
         return read_shards(source)
     source = Path(source)
     if source.is_dir():

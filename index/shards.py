@@ -20,16 +20,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+from training.shards import shard_urls
+
 log = logging.getLogger(__name__)
 
 IMAGE_MEMBER_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 SEPARATOR = ".tar#"  # between the shard's path and the member's name in an item's location
 
 
-def is_shard_source(source: str | Path) -> bool:
-    """Whether ``source`` names shards: a ``.tar`` file or a brace pattern of them."""
-    text = str(source)
-    return text.endswith(".tar") or (".tar" in text and "{" in text)
+def member_location(shard: Path, member: str) -> str:
+    return f"{shard.with_suffix('')}{SEPARATOR}{member}"
 
 
 def is_shard_member(location: str) -> bool:
@@ -49,8 +49,7 @@ def _key_and_extension(name: str) -> tuple[str, str]:
 
 def read_shards(spec: str | Path) -> Iterator:
     """One SourceItem per sample with an image, shard by shard, in the shards' member order."""
-    from index.reader import SourceItem
-    from training.shards import shard_urls
+    from index.reader import SourceItem  # index.reader picks this module for shard sources
 
     for url in shard_urls(spec):
         if "://" in url:
@@ -76,7 +75,7 @@ def read_shards(spec: str | Path) -> Iterator:
                 skipped += 1
                 continue
             metadata = {"shard": path.name, "key": key, **_metadata(path, key, extras.get(key, {}))}
-            yield SourceItem(f"{path}#{image.name}", metadata)
+            yield SourceItem(member_location(path, image.name), metadata)
         if skipped:
             log.warning("%s: %d samples without an image member skipped", path, skipped)
 

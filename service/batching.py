@@ -76,7 +76,10 @@ class Batcher(Generic[T]):
             return
         if then is not None:  # a batch of one whose follow-up already ran (or failed) in the worker thread
             ok, value = rows
-            _settle(batch[0][2], result=(True, value)) if ok else _settle(batch[0][2], exception=value)
+            if ok:
+                _settle(batch[0][2], result=(True, value))
+            else:
+                _settle(batch[0][2], exception=value)
             return
         for (_, _, fut), row in zip(batch, rows):
             _settle(fut, result=(False, row))

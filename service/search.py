@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from service.batching import Batcher
 from service.errors import ApiError, validation_error
 from service.filters import Predicate
 from service.schemas import SearchHit, SearchResponse
@@ -53,21 +54,13 @@ async def search_text(res: Resources, query: str, k: int, offset: int = 0,
                       keep: Predicate | None = None) -> SearchResponse:
     """The k items whose pictures best match ``query``."""
     require_text_tower(res)
-    started = time.perf_counter()
-    version = res.version  # one version for the whole request, even if a newer one is swapped in meanwhile
-    hits = await res.text_batcher.submit(query, then=lambda vector: nearest_in(version, res, vector, k, offset,
-                                                                                 keep=keep))
-    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
+    return await _encode_and_answer(res, res.text_batcher, query, k, offset, keep)
 
 
 async def search_image(res: Resources, image: Image.Image, k: int, offset: int = 0,
                        keep: Predicate | None = None) -> SearchResponse:
     """The k items that look most like ``image``."""
-    started = time.perf_counter()
-    version = res.version
-    hits = await res.image_batcher.submit(image, then=lambda vector: nearest_in(version, res, vector, k, offset,
-                                                                                  keep=keep))
-    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
+    return await _encode_and_answer(res, res.image_batcher, image, k, offset, keep)
 
 
 async def search_similar(res: Resources, item_id: int, k: int, offset: int = 0,
@@ -96,6 +89,16 @@ async def search_vector(res: Resources, values: list[float], k: int, offset: int
     if not np.isfinite(norm) or norm == 0.0:
         raise validation_error(("body", "vector"), "the vector must be finite and not all zeros", "bad_vector")
     return await _answer(res, vector / norm, k, offset, started, keep=keep)
+
+
+async def _encode_and_answer(res: Resources, batcher: Batcher, query: object, k: int, offset: int,
+                             keep: Predicate | None) -> SearchResponse:
+    """Encode ``query`` with ``batcher`` and search with the vector; the search runs in the encoder's
+    worker thread when the query is encoded alone (see ``Batcher.submit``)."""
+    started = time.perf_counter()
+    version = res.version  # one version for the whole request, even if a newer one is swapped in meanwhile
+    hits = await batcher.submit(query, then=lambda vector: nearest_in(version, res, vector, k, offset, keep=keep))
+    return SearchResponse(results=hits, took_ms=ms_since(started), index_version=version.name)
 
 
 async def _answer(res: Resources, vector: np.ndarray, k: int, offset: int, started: float,
