@@ -5,6 +5,14 @@ the emoji images), worker count, precision and optimiser settings; each logs eve
 step, and the median step time after a warm-up is compared. ratio = ours / theirs
 (below 1.0: ours is faster).
 
+On a CPU the two run at the same time (``--mode concurrent``, the default there), each pinned
+to its own half of the cores with as many threads, then again with the halves swapped; the
+ratio is the geometric mean of the two rounds. A shared machine's speed drifts by tens of
+percent within minutes, and one core may be slower than the other; running side by side
+makes both trainers see the same drift, and swapping cancels the cores' difference.
+``--mode interleaved`` runs them one after the other on the whole machine (ours, theirs,
+ours, ...), as on a single GPU.
+
     pip install -e '.[bench]'          # pandas, which open_clip_train's CSV reader needs
     python bench/train_clip.py [--model lookalike-tiny] [--batch-size 128] [--steps 30] [--device cpu]
 """
@@ -14,18 +22,23 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from common import REPO, emoji_rows, median_after, save, write_jsonl
 
 RUN_OPEN_CLIP = "import sys, training.clip_model; from open_clip_train.main import main; main(sys.argv[1:])"
 
 
-def ours(manifest: Path, out: Path, a) -> list[float]:
+def ours(manifest: Path, out: Path, a) -> tuple[list[str], Callable[[subprocess.CompletedProcess], list[float]]]:
+    """Our trainer's command line, and how to read its step times once it has run."""
     out.mkdir(parents=True, exist_ok=True)
     log = out / "ours.jsonl"
     cmd = [sys.executable, "-m", "training", "clip", "--data", str(manifest), "--image-key", "file",
@@ -34,12 +47,18 @@ def ours(manifest: Path, out: Path, a) -> list[float]:
            "--lr", "5e-4", "--warmup", "5", "--weight-decay", "0.2", "--precision", a.precision,
            "--grad-clip", "0",  # open_clip_train clips only when asked (--grad-clip-norm)
            "--device", a.device, "--log-every", "1", "--log-file", str(log), "--no-progress"]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-    elapsed = [json.loads(line)["elapsed_s"] for line in log.read_text().splitlines()]
-    return [b - a_ for a_, b in zip([0.0] + elapsed[:-1], elapsed)]
+
+    def steps(proc: subprocess.CompletedProcess) -> list[float]:
+        if proc.returncode != 0:
+            raise SystemExit(f"our trainer failed:\n{proc.stderr[-3000:]}")
+        elapsed = [json.loads(line)["elapsed_s"] for line in log.read_text().splitlines()]
+        return [b - a_ for a_, b in zip([0.0] + elapsed[:-1], elapsed)]
+
+    return cmd, steps
 
 
-def theirs(csv_path: Path, out: Path, a) -> list[float]:
+def theirs(csv_path: Path, out: Path, a) -> tuple[list[str], Callable[[subprocess.CompletedProcess], list[float]]]:
+    """open_clip_train's command line, and how to read its step times once it has run."""
     out.mkdir(parents=True, exist_ok=True)
     precision = {"fp32": "fp32", "bf16": "amp_bf16", "fp16": "amp"}[a.precision]
     cmd = [sys.executable, "-c", RUN_OPEN_CLIP, "--train-data", str(csv_path), "--dataset-type", "csv",
@@ -50,29 +69,61 @@ def theirs(csv_path: Path, out: Path, a) -> list[float]:
            "--seed", "0"]  # a CSV epoch is the whole file: len(rows) // batch_size steps
     if a.device != "cpu":
         cmd += ["--device", a.device]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    logs = "".join(p.read_text() for p in (out / "logs").rglob("out.log"))
-    text = logs or proc.stdout + proc.stderr  # the same lines go to both; count them once
-    times = [float(t) for t in re.findall(r"Batch \(t\): ([0-9.]+)", text)]
-    if proc.returncode != 0 or not times:
-        raise SystemExit(f"open_clip_train failed:\n{text[-3000:]}")
-    return times
+
+    def steps(proc: subprocess.CompletedProcess) -> list[float]:
+        logs = "".join(p.read_text() for p in (out / "logs").rglob("out.log"))
+        text = logs or proc.stdout + proc.stderr  # the same lines go to both; count them once
+        times = [float(t) for t in re.findall(r"Batch \(t\): ([0-9.]+)", text)]
+        if proc.returncode != 0 or not times:
+            raise SystemExit(f"open_clip_train failed:\n{text[-3000:]}")
+        return times
+
+    return cmd, steps
+
+
+def run_alone(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+
+def run_side_by_side(cmds: list[list[str]], core_sets: list[list[int]]) -> list[subprocess.CompletedProcess]:
+    """Start every command at once, each (with its DataLoader workers) pinned to its own cores and
+    using as many threads; wait for all."""
+    procs = []
+    for cmd, cores in zip(cmds, core_sets):
+        env = dict(os.environ, OMP_NUM_THREADS=str(len(cores)))
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, preexec_fn=lambda cores=cores: os.sched_setaffinity(0, cores)))
+    done = []
+    for p in procs:
+        out, err = p.communicate()
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="lookalike-tiny")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=25, help="steps of our trainer (open_clip_train runs one epoch)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="steps of our trainer (0: as many as open_clip_train's one epoch, len(data) // batch)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--mode", choices=["concurrent", "interleaved"], default=None,
+                   help="side by side on halves of the cores, swapped each round (default on a CPU with 2+ "
+                        "cores), or one after the other on the whole machine")
     p.add_argument("--warmup-steps", type=int, default=3, help="steps left out of the median")
     p.add_argument("--repeats", type=int, default=2,
-                   help="runs of each trainer, interleaved (ours, theirs, ours, ...), so drifting load hits both")
+                   help="rounds; concurrent: the cores are swapped every round; interleaved: ours, theirs, ours, ...")
+    p.add_argument("--name", default=None, help="results file name (default: train_clip_DEVICE)")
     a = p.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    a.mode = a.mode or ("concurrent" if a.device == "cpu" and len(cores) >= 2 else "interleaved")
+    halves = [cores[: len(cores) // 2], cores[len(cores) // 2:]]
 
     root, rows = emoji_rows()
+    a.steps = a.steps or len(rows) // a.batch_size
+    rounds = []  # per round: (our step times, theirs, our cores, theirs)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = write_jsonl(tmp / "pairs.jsonl", rows)
@@ -81,28 +132,52 @@ def main() -> None:
             w = csv.DictWriter(f, fieldnames=["file", "name"], delimiter="\t", extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
-        runs_ours, runs_theirs = [], []
         for r in range(a.repeats):
-            runs_ours.append(ours(manifest, tmp / f"ours{r}", a))
-            runs_theirs.append(theirs(csv_path, tmp / f"theirs{r}", a))
-    # Steady-state steps, pooled over the repeats: after each run's warm-up and before its
-    # last workers * prefetch_factor (2) steps, whose batches were loaded ahead; at the end
-    # of open_clip_train's epoch its workers are then idle and its steps run on an
-    # uncontended CPU (ours stream on), which would favour it.
+            (cmd_o, steps_o), (cmd_t, steps_t) = ours(manifest, tmp / f"ours{r}", a), theirs(csv_path, tmp / f"theirs{r}", a)
+            if a.mode == "concurrent":
+                mine, other = halves[r % 2], halves[1 - r % 2]
+                proc_o, proc_t = run_side_by_side([cmd_o, cmd_t], [mine, other])
+            else:
+                mine = other = cores
+                proc_o, proc_t = run_alone(cmd_o), run_alone(cmd_t)
+            rounds.append((steps_o(proc_o), steps_t(proc_t), mine, other))
+    # Steady-state steps: after each run's warm-up and before its last workers * prefetch_factor
+    # (2) steps, whose batches were loaded ahead; at the end of open_clip_train's epoch its
+    # workers are then idle and its steps run on an uncontended CPU (ours stream on).
     tail = 2 * a.workers
-    t_ours = [t for run in runs_ours for t in run[a.warmup_steps:len(run) - tail]]
-    t_theirs = [t for run in runs_theirs for t in run[a.warmup_steps:len(run) - tail]]
+
+    def steady(run: list[float]) -> list[float]:
+        return run[a.warmup_steps:len(run) - tail] or run
+
+    if a.mode == "concurrent":  # each round's ratio is of two runs that saw the same machine
+        per_round = [statistics.median(steady(o)) / statistics.median(steady(t)) for o, t, _, _ in rounds]
+        logs = [math.log(x) for x in per_round]
+        ratio = math.exp(statistics.fmean(logs))
+        spread = 2 * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+        interval = [ratio * math.exp(-spread), ratio * math.exp(spread)]  # +- 2 standard errors
+    t_ours = [t for o, _, _, _ in rounds for t in steady(o)]
+    t_theirs = [t for _, t_, _, _ in rounds for t in steady(t_)]
     s_ours, s_theirs = median_after(t_ours, 0), median_after(t_theirs, 0)
-    ratio = s_ours / s_theirs
-    print(f"data: {len(rows)} pairs from {root}; model {a.model}, batch {a.batch_size}, {a.precision}, {a.device}")
+    if a.mode == "interleaved":
+        per_round, ratio, interval = None, s_ours / s_theirs, None
+    print(f"data: {len(rows)} pairs from {root}; model {a.model}, batch {a.batch_size}, {a.precision}, {a.device}; "
+          f"{a.repeats} rounds, {a.mode}")
+    if per_round:
+        for (_, _, mine, other), x in zip(rounds, per_round):
+            print(f"  round: ours on cores {mine}, open_clip_train on {other}: ratio {x:.3f}")
     print(f"{'trainer':<16}{'s/step (median)':>18}{'steps timed':>14}")
     print(f"{'lookalike':<16}{s_ours:>18.3f}{len(t_ours):>14}")
     print(f"{'open_clip_train':<16}{s_theirs:>18.3f}{len(t_theirs):>14}")
-    print(f"ratio lookalike / open_clip_train = {ratio:.3f}  (goal <= 1.0)")
-    path = save(f"train_clip_{a.device}", {
+    how = "geometric mean of the rounds' ratios" if per_round else "ratio of the pooled medians"
+    print(f"ratio lookalike / open_clip_train = {ratio:.3f}  ({how}; goal <= 1.0)")
+    if interval:
+        print(f"  +- 2 standard errors over the rounds: {interval[0]:.3f} .. {interval[1]:.3f}")
+    path = save(a.name or f"train_clip_{a.device}", {
         "command": " ".join(sys.argv), "data": str(root), "pairs": len(rows), "args": vars(a),
         "seconds_per_step": {"lookalike": s_ours, "open_clip_train": s_theirs}, "ratio": ratio,
-        "raw_step_seconds": {"lookalike": runs_ours, "open_clip_train": runs_theirs},
+        "ratio_per_round": per_round, "ratio_interval_2se": interval,
+        "cores_per_round": [{"lookalike": mine, "open_clip_train": other} for _, _, mine, other in rounds],
+        "raw_step_seconds": {"lookalike": [o for o, _, _, _ in rounds], "open_clip_train": [t for _, t, _, _ in rounds]},
     })
     print(f"wrote {path}")
 
