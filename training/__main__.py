@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from training.loop import LoopConfig
+from training.malloc import retain_freed_memory
 
 
 def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float, steps: int, lr: float,
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "recipe", None):
         args = _apply_recipe(parser, sub.choices[args.command], args.recipe, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    retain_freed_memory()  # steps free and re-allocate the same activations: keep them mapped
 
     if args.command == "clip":
         from training.train_clip import ClipTrainConfig, run
