@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import index.choose
-from index.choose import build_tuned, choose_index, estimate_bytes, n_lists, recall_at_k, tune
+from index.choose import build_tuned, choose_index, estimate_bytes, n_lists, recall_at_k, tune, without_self
 from index.faiss_build import fill, new_index
 
 G = 2**30
@@ -119,3 +119,29 @@ def test_an_approximation_faster_than_exact_search_is_kept(monkeypatch):
     monkeypatch.setattr(index.choose, "tune", real_tune)
     _, given, _ = build_tuned(x, ids, "HNSW16", 4 * G, target_recall=1.0)
     assert given.factory == "HNSW16" and given.reason == "given"
+
+
+def test_without_self_drops_the_querys_own_id_or_the_last_entry():
+    neighbours = np.array([[7, 3, 5], [3, 7, 9], [1, 2, 4], [7, 7, 2]])
+    own = np.array([7, 7, 8, 7])
+    assert without_self(neighbours, own, 2).tolist() == [[3, 5], [3, 9], [1, 2], [7, 2]]
+
+
+def test_tuning_does_not_count_the_query_finding_itself():
+    # every vector is a query (so the order of the queries does not matter); each is in the index and,
+    # probing its own list, always finds itself: counted, that would be a free tenth of recall@10
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(len(x), dtype=np.int64)
+    index = fill(new_index(32, "IVF64,Flat"), x, ids)
+    result = tune(index, x, ids, target_recall=0.99, k=10, queries=len(x))
+    first = result["tried"][0]
+    assert first["nprobe"] == 1
+    faiss.extract_index_ivf(index).nprobe = 1
+    truth = ids[faiss.knn(x, x, 11, metric=faiss.METRIC_INNER_PRODUCT)[1]]
+    found = index.search(x, 11)[1]
+    left_out = recall_at_k(without_self(found, ids, 10), without_self(truth, ids, 10))
+    counted = recall_at_k(found[:, :10], truth[:, :10])
+    assert first["recall"] == pytest.approx(left_out, abs=1e-4)
+    assert counted > left_out + 0.05
