@@ -18,6 +18,10 @@ PORT    ?= 8000
 STEPS   ?= 200
 PYTEST_ARGS ?=
 
+# FAISS: cpu (faiss-cpu) or gpu (faiss-gpu-cu12, for CUDA machines). Both provide the same
+# module; to switch, start from a fresh venv: rm -rf .venv && make install FAISS=gpu
+FAISS   ?= cpu
+
 # torch comes first and pinned: pip takes this release from the local wheel cache
 # where there is one, and it is the one the tests were run against.
 TORCH := torch==2.14.1 torchvision==0.29.1
@@ -30,7 +34,7 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[postgres]'
+	$(PIP) install -e '.[postgres,$(FAISS)]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -1,0 +1,8 @@
+"""The batch indexing job and the FAISS index versions it publishes."""
+
+try:
+    import faiss  # noqa: F401  (from the cpu or gpu extra: the two wheels provide the same module)
+except ModuleNotFoundError:
+    raise ModuleNotFoundError(
+        "lookalike needs FAISS: pip install 'lookalike[cpu]', or 'lookalike[gpu]' on a machine with CUDA "
+        "(from a checkout: make install, or make install FAISS=gpu)") from None

@@ -1,9 +1,19 @@
-"""Building FAISS indexes through the index factory (inner product on L2-normalised vectors)."""
+"""Building FAISS indexes through the index factory (inner product on L2-normalised vectors).
+
+With faiss-gpu (``pip install -e '.[gpu]'``) and a CUDA device visible, the k-means that trains
+an IVF index's coarse quantizer runs on every GPU (FAISS's ``clustering_index``); the index
+itself is built, stored and searched on the CPU as always. With faiss-cpu, or faiss-gpu on a
+machine without a GPU, everything runs on the CPU.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "Flat"
 # Candidates examined per insertion when an HNSW graph is built. FAISS's default is 40; at 80
@@ -31,9 +41,30 @@ def new_index(dim: int, factory: str = DEFAULT_FACTORY) -> faiss.Index:
 MAX_TRAIN = 256  # training vectors per IVF list (FAISS's own guidance: 30-256)
 
 
-def fill(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, seed: int = 0) -> faiss.Index:
-    """Train ``index`` if it needs it (IVF: on a random sample of at most 256 vectors per list),
-    then add ``vectors`` under ``ids``."""
+def faiss_gpus() -> int:
+    """How many GPUs FAISS can use: 0 with faiss-cpu, or with faiss-gpu and no CUDA device."""
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def _train_on_gpus(index: faiss.Index, ivf: faiss.IndexIVF, sample: np.ndarray) -> None:
+    """Train with the k-means assignments (the costly part) on every GPU; on the CPU if the GPUs
+    cannot run FAISS's kernels (PyPI's faiss-gpu-cu12 is built for compute capability 7.0-8.9)."""
+    on_gpus = faiss.index_cpu_to_all_gpus(faiss.IndexFlat(ivf.d, ivf.metric_type))
+    ivf.clustering_index = on_gpus  # the C++ member does not own it: ``on_gpus`` keeps it alive
+    try:
+        index.train(sample)
+    except RuntimeError as exc:
+        log.warning("IVF training on the GPUs failed (%s); training on the CPU", str(exc).strip().splitlines()[-1])
+        ivf.clustering_index = None
+        index.train(sample)
+    finally:
+        ivf.clustering_index = None  # the GPU copy is not part of the index, nor written with it
+
+
+def fill(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, seed: int = 0,
+         use_gpu: bool = True) -> faiss.Index:
+    """Train ``index`` if it needs it (IVF: on a random sample of at most 256 vectors per list,
+    with the k-means on the GPUs when ``use_gpu`` and FAISS has any), then add ``vectors`` under ``ids``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if not index.is_trained:
@@ -42,7 +73,10 @@ def fill(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, seed: int = 0
         sample = vectors
         if len(vectors) > limit:
             sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), limit, replace=False))]
-        index.train(sample)
+        if ivf is not None and use_gpu and faiss_gpus():
+            _train_on_gpus(index, ivf, sample)
+        else:
+            index.train(sample)
     if len(vectors):
         index.add_with_ids(vectors, ids)
     return index
