@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint,
-                        create_engine, delete, event, func, select, update)
+                        create_engine, delete, event, func, insert, select, update)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -165,8 +165,9 @@ class Catalog:
                 if len(vectors) != len(items):
                     raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
                 session.execute(delete(Vector).where(Vector.item_id.in_(ids), Vector.fingerprint == fingerprint))
-                session.add_all(Vector(item_id=i, fingerprint=fingerprint, content_hash=it.content_hash,
-                                       vector=encode_vector(v)) for i, it, v in zip(ids, items, vectors))
+                rows = {i: {"item_id": i, "fingerprint": fingerprint, "content_hash": it.content_hash,
+                            "vector": encode_vector(v)} for i, it, v in zip(ids, items, vectors)}  # last one wins
+                session.execute(insert(Vector), list(rows.values()))
             return ids
 
     @staticmethod
@@ -252,24 +253,30 @@ class Catalog:
 
 
 def upsert_in(session: Session, collection: str, items: Sequence[NewItem]) -> list[int]:
-    """``Catalog.upsert`` inside a caller's transaction."""
-    sources = [it.source for it in items]
+    """``Catalog.upsert`` inside a caller's transaction.
+
+    New sources go in as one multi-row INSERT ... RETURNING (SQLAlchemy's bulk insert; building and
+    flushing an ORM object per row cost ~0.2 ms an item, as much as a small encoder's forward pass);
+    existing rows are updated through the ORM. A source given twice gets its last occurrence."""
+    last = {it.source: it for it in items}
     existing = {
         row.source: row
-        for row in session.scalars(select(Item).where(Item.collection == collection, Item.source.in_(sources)))
+        for row in session.scalars(select(Item).where(Item.collection == collection, Item.source.in_(list(last))))
     }
-    rows = []
-    for it in items:
-        row = existing.get(it.source)
-        if row is None:
-            row = Item(collection=collection, source=it.source, content_hash=it.content_hash, meta=it.metadata)
-            session.add(row)
-            existing[it.source] = row
-        elif row.content_hash != it.content_hash or row.meta != it.metadata or row.deleted_at is not None:
+    for source, row in existing.items():
+        it = last[source]
+        if row.content_hash != it.content_hash or row.meta != it.metadata or row.deleted_at is not None:
             row.content_hash, row.meta, row.deleted_at = it.content_hash, it.metadata, None
-        rows.append(row)
-    session.flush()  # assigns ids
-    return [row.id for row in rows]
+    ids = {source: row.id for source, row in existing.items()}
+    fresh = [it for source, it in last.items() if source not in existing]
+    if fresh:
+        inserted = session.execute(
+            insert(Item).returning(Item.id, Item.source, sort_by_parameter_order=True),
+            [{"collection": collection, "source": it.source, "content_hash": it.content_hash, "meta": it.metadata}
+             for it in fresh])
+        ids.update((source, item_id) for item_id, source in inserted)
+    session.flush()
+    return [ids[it.source] for it in items]
 
 
 def encode_vector(v: np.ndarray) -> bytes:

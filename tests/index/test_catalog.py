@@ -116,3 +116,15 @@ def test_deleted_items_vanish_at_once_and_come_back_when_reindexed(catalog):
     assert catalog.delete("other", [ids[0]]) == []  # another collection's id is not touched
     again = catalog.upsert("c", [NewItem("/d/1", "h1", {})])
     assert again == [ids[1]] and catalog.get(ids[1]) is not None
+
+
+def test_a_source_twice_in_one_batch_keeps_its_last_occurrence(catalog):
+    items = [NewItem("/d/1.png", "h1", {"v": 1}), NewItem("/d/2.png", "h2", {}), NewItem("/d/1.png", "h1b", {"v": 2})]
+    ids = catalog.write_batch("dup", "fp", items, _vectors(3))
+    assert ids[0] == ids[2] != ids[1]
+    row = catalog.find("dup", "/d/1.png")
+    assert (row.content_hash, row.meta) == ("h1b", {"v": 2})
+    parts = list(catalog.live_vectors("dup", "fp"))
+    live = dict(zip(parts[0][0].tolist(), parts[0][1]))
+    assert sorted(live) == sorted({ids[0], ids[1]})
+    np.testing.assert_array_equal(live[ids[0]], _vectors(3)[2])
