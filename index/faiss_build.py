@@ -47,14 +47,16 @@ def faiss_gpus() -> int:
 
 
 def _train_on_gpus(index: faiss.Index, ivf: faiss.IndexIVF, sample: np.ndarray) -> None:
-    """Train with the k-means assignments (the costly part) on every GPU; on the CPU if the GPUs
-    cannot run FAISS's kernels (PyPI's faiss-gpu-cu12 is built for compute capability 7.0-8.9)."""
-    on_gpus = faiss.index_cpu_to_all_gpus(faiss.IndexFlat(ivf.d, ivf.metric_type))
-    ivf.clustering_index = on_gpus  # the C++ member does not own it: ``on_gpus`` keeps it alive
+    """Train with the k-means assignments (the costly part) on every GPU; on the CPU if FAISS raises
+    an error there (a CUDA failure that FAISS turns into an abort cannot be caught: PyPI's current
+    faiss-gpu-cu12 is built for compute capability 7.0-8.9)."""
     try:
+        on_gpus = faiss.index_cpu_to_all_gpus(faiss.IndexFlat(ivf.d, ivf.metric_type))
+        ivf.clustering_index = on_gpus  # the C++ member does not own it: ``on_gpus`` keeps it alive
         index.train(sample)
     except RuntimeError as exc:
-        log.warning("IVF training on the GPUs failed (%s); training on the CPU", str(exc).strip().splitlines()[-1])
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        log.warning("IVF training on the GPUs failed (%s); training on the CPU", reason)
         ivf.clustering_index = None
         index.train(sample)
     finally:

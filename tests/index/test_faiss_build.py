@@ -61,3 +61,21 @@ def test_ivf_trained_on_the_gpus_is_a_cpu_index_as_good_as_one_trained_on_the_cp
     assert faiss.extract_index_ivf(on_gpu).clustering_index is None
     assert isinstance(faiss.deserialize_index(faiss.serialize_index(on_gpu)), faiss.IndexIVFFlat)
     assert _recall_at_10(on_gpu, vectors, ids) >= _recall_at_10(on_cpu, vectors, ids) - 0.05
+
+
+def test_ivf_training_falls_back_to_the_cpu_when_the_gpus_fail(monkeypatch, caplog):
+    # fault injection: as if faiss-gpu saw a device but could not use it
+    import faiss
+
+    import index.faiss_build as fb
+
+    def unusable(index, *args, **kwargs):
+        raise RuntimeError("Error in virtual void faiss::gpu::...: CUDA error 209 no kernel image is available")
+
+    monkeypatch.setattr(fb, "faiss_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", unusable)
+    vectors, ids = _clustered(), np.arange(4000)
+    index = fill(new_index(32, "IVF64,Flat"), vectors, ids)
+    assert index.is_trained and index.ntotal == 4000
+    assert faiss.extract_index_ivf(index).clustering_index is None
+    assert "no kernel image" in caplog.text and _recall_at_10(index, vectors, ids) > 0.8
