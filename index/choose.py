@@ -126,12 +126,12 @@ def without_self(neighbours: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
 
 
 def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall: float = 0.95, k: int = 10,
-         queries: int = 500, seed: int = 0) -> dict[str, Any]:
+         queries: int = 500, seed: int = 0, time_search: bool = True) -> dict[str, Any]:
     """Set the smallest search parameter whose recall@k reaches ``target_recall``; returns what was measured.
 
     The values double until one reaches the target, then a bisection between it and the last
     that fell short narrows it to within 1/8 (a 1.2x overshoot of efSearch costs 1.2x the query
-    time). Also timed, one query at a time on ``TIMED_QUERIES`` of the same queries, alternately
+    time). Unless ``time_search`` is off, also timed, one query at a time on ``TIMED_QUERIES`` of the same queries, alternately
     and best of ``TIMING_ROUNDS``: exact search (``exact_seconds``) and the index at the chosen
     value (``seconds``), so a caller can see whether the approximation pays.
     """
@@ -181,6 +181,10 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
                 low = mid
     value, recall, _ = best
     space.set_index_parameter(index, name, value)
+    result = {"params": {name: value}, "recall": recall, "k": k, "target": target_recall, "queries": len(q),
+              "tried": tried}
+    if not time_search:
+        return result
     # The timings that decide whether the approximation pays (see build_tuned), in the regime the
     # service searches in: one query at a time. (Batched, FAISS's exact search switches to BLAS and
     # its cost per query changes several-fold with the batch size: at 1M vectors, 500 queries took
@@ -200,9 +204,8 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
             index.search(one, k + 1)
             approximate_round += time.perf_counter() - started
         exact_seconds, seconds = min(exact_seconds, exact_round), min(seconds, approximate_round)
-    return {"params": {name: value}, "recall": recall, "k": k, "target": target_recall, "queries": len(q),
-            "seconds": seconds, "exact_seconds": exact_seconds, "timed_queries": len(timed),
-            "timing_rounds": TIMING_ROUNDS, "tried": tried}
+    return {**result, "seconds": seconds, "exact_seconds": exact_seconds, "timed_queries": len(timed),
+            "timing_rounds": TIMING_ROUNDS}
 
 
 def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budget: int,
@@ -210,7 +213,7 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budge
     """Build and tune the index for ``vectors``: ``factory`` as given, or chosen (``"auto"``).
 
     An automatic choice that, tuned to the target recall, answers no faster than exact search
-    on the tuning queries is replaced by ``Flat`` when that fits the budget: exact results at
+    (one query at a time, on ``TIMED_QUERIES`` of the tuning queries) is replaced by ``Flat`` when that fits the budget: exact results at
     the same or better speed. (Data whose neighbours are hard to tell apart, e.g. many near
     duplicates, can need so large an efSearch/nprobe that the approximation stops paying.)
     """
@@ -224,7 +227,7 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budge
             estimated = None
         choice = IndexChoice(factory, "given", estimated)
     index = fill(new_index(dim, choice.factory), vectors, ids)
-    tuning = tune(index, vectors, ids, target_recall)
+    tuning = tune(index, vectors, ids, target_recall, time_search=factory == "auto")  # the timings decide only then
     flat_bytes = estimate_bytes("Flat", n, dim)
     if (factory == "auto" and choice.factory != "Flat" and "exact_seconds" in tuning
             and tuning["seconds"] >= tuning["exact_seconds"] and flat_bytes <= memory_budget):
