@@ -11,8 +11,9 @@ having left glibc's dynamic thresholds higher).
 ``retain_freed_memory()`` fixes the thresholds instead of leaving them to chance: blocks up to
 32 MiB come from the heap, and the heap is trimmed only when 256 MiB lie free at its top. The
 price is that a process keeps up to that much freed memory. Only glibc has ``mallopt``; under
-another C library, with a preloaded allocator (jemalloc, tcmalloc) or when the user set glibc's
-own ``MALLOC_*`` variables, nothing is changed.
+another C library, with a preloaded allocator (jemalloc, tcmalloc, mimalloc) or when the user set
+glibc's thresholds (``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_``,
+``MALLOC_MMAP_MAX_`` or ``glibc.malloc.*`` in ``GLIBC_TUNABLES``), nothing is changed.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ M_MMAP_THRESHOLD = -3
 TRIM_THRESHOLD = 256 << 20
 MMAP_THRESHOLD = 32 << 20  # glibc's own upper bound for the dynamic threshold (64-bit)
 
-_USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+_USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
 def retain_freed_memory() -> bool:
     """Set glibc's trim and mmap thresholds (see the module's docstring); True if they were set."""
-    if not sys.platform.startswith("linux") or os.environ.get("LD_PRELOAD"):
-        return False
-    if any(name in os.environ for name in _USER_SETTINGS):
-        return False  # the user chose the allocator's behaviour
+    if not sys.platform.startswith("linux") or "malloc" in os.environ.get("LD_PRELOAD", "").lower():
+        return False  # jemalloc, tcmalloc, mimalloc: another allocator, its own policy
+    if any(name in os.environ for name in _USER_SETTINGS) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False  # the user chose glibc's thresholds
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -25,7 +25,8 @@ print(set_, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(mode: str, **env: str) -> tuple[str, int]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
     out = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True, text=True, check=True,
                          env={**environ, **env}).stdout.split()
     return out[0], int(out[1])
@@ -43,6 +44,11 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert retained < pages // 4  # ... with the thresholds set, the steps reuse the memory
 
 
-def test_a_users_own_malloc_settings_are_left_alone():
-    set_, _ = _faults("retain", MALLOC_TRIM_THRESHOLD_="131072")
-    assert set_ == "False"
+@pytest.mark.parametrize("name, value, left_alone", [
+    ("MALLOC_TRIM_THRESHOLD_", "131072", True),
+    ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072", True),
+    ("GLIBC_TUNABLES", "glibc.pthread.rseq=0", False),  # not about malloc
+])
+def test_a_users_own_malloc_settings_are_left_alone(name, value, left_alone):
+    set_, _ = _faults("retain", **{name: value})
+    assert set_ == str(not left_alone)
