@@ -20,7 +20,11 @@ PYTEST_ARGS ?=
 
 # FAISS: cpu (faiss-cpu) or gpu (faiss-gpu-cu12, for CUDA machines). Both provide the same
 # module; to switch, start from a fresh venv: rm -rf .venv && make install FAISS=gpu
-FAISS   ?= cpu
+# The venv remembers its choice (.venv/.faiss), so a later reinstall keeps it.
+FAISS   ?= $(or $(shell cat $(VENV)/.faiss 2>/dev/null),cpu)
+ifeq ($(filter $(FAISS),cpu gpu),)
+$(error FAISS must be cpu or gpu, not '$(FAISS)')
+endif
 
 # torch comes first and pinned: pip takes this release from the local wheel cache
 # where there is one, and it is the one the tests were run against.
@@ -34,7 +38,10 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: $(VENV)/bin/python pyproject.toml
 	$(PIP) install $(TORCH)
+	@if [ -f $(VENV)/.faiss ] && [ "$$(cat $(VENV)/.faiss)" != "$(FAISS)" ]; then \
+		echo "$(VENV) has FAISS=$$(cat $(VENV)/.faiss); for FAISS=$(FAISS) start afresh: rm -rf $(VENV)" >&2; exit 1; fi
 	$(PIP) install -e '.[postgres,$(FAISS)]'
+	echo $(FAISS) > $(VENV)/.faiss
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
