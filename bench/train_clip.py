@@ -87,17 +87,22 @@ def run_alone(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def run_side_by_side(cmds: list[list[str]], core_sets: list[list[int]]) -> list[subprocess.CompletedProcess]:
     """Start every command at once, each (with its DataLoader workers) pinned to its own cores and
-    using as many threads; wait for all."""
-    procs = []
-    for cmd, cores in zip(cmds, core_sets):
-        env = dict(os.environ, OMP_NUM_THREADS=str(len(cores)))
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, preexec_fn=lambda cores=cores: os.sched_setaffinity(0, cores)))
-    done = []
-    for p in procs:
-        out, err = p.communicate()
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
+    using as many threads; wait for all. Output goes to files: a full pipe would stall a run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, files = [], []
+        for i, (cmd, cores) in enumerate(zip(cmds, core_sets)):
+            out, err = open(Path(tmp) / f"{i}.out", "w+"), open(Path(tmp) / f"{i}.err", "w+")
+            files.append((out, err))
+            env = dict(os.environ, OMP_NUM_THREADS=str(len(cores)))
+            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err, text=True,
+                                          preexec_fn=lambda cores=cores: os.sched_setaffinity(0, cores)))
+        done = []
+        for p, (out, err) in zip(procs, files):
+            p.wait()
+            out.seek(0), err.seek(0)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out.read(), err.read()))
+            out.close(), err.close()
+        return done
 
 
 def main() -> None:
@@ -119,7 +124,10 @@ def main() -> None:
     a = p.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     a.mode = a.mode or ("concurrent" if a.device == "cpu" and len(cores) >= 2 else "interleaved")
-    halves = [cores[: len(cores) // 2], cores[len(cores) // 2:]]
+    half = len(cores) // 2
+    halves = [cores[:half], cores[half:2 * half]]  # equal halves (an odd core is left out)
+    if a.mode == "concurrent" and a.repeats % 2:
+        p.error("--mode concurrent needs an even --repeats: each pair of rounds swaps the halves")
 
     root, rows = emoji_rows()
     a.steps = a.steps or len(rows) // a.batch_size
