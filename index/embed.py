@@ -87,7 +87,7 @@ def embed_items(
     fetch: FetchLimits = FetchLimits(),
 ) -> Iterator[EmbeddedBatch]:
     """Yield one EmbeddedBatch per ``batch_size`` items, in input order."""
-    dataset = DecodeDataset(items, encoder.image_tensor, limits, known, fetch)
+    dataset = DecodeDataset(items, encoder.image_pixels, limits, known, fetch)  # uint8: normalised per batch below
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         pin_memory=encoder.device.type == "cuda",
                         worker_init_fn=_yield_to_the_model if encoder.device.type == "cpu" else None)
@@ -95,7 +95,7 @@ def embed_items(
         good = [d for d in decoded if d.tensor is not None]
         unchanged = [(items[d.position], d.content_hash) for d in decoded if d.unchanged]
         failures = [(items[d.position], d.error or "unknown") for d in decoded if d.tensor is None and not d.unchanged]
-        vectors = (encoder.encode_tensors(torch.stack([d.tensor for d in good])) if good
+        vectors = (encoder.encode_tensors(encoder.tensors_from_pixels(torch.stack([d.tensor for d in good]))) if good
                    else np.zeros((0, encoder.dim), dtype=np.float32))
         yield EmbeddedBatch([items[d.position] for d in good], [d.content_hash for d in good], vectors, failures,
                             unchanged)

@@ -134,3 +134,28 @@ def test_load_encoder_in_a_separate_process(micro_encoder):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"fp": load_encoder(micro_encoder).fingerprint, "img": [1, 32], "txt": [1, 32]}
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash"])
+def test_preprocessing_split_in_two_halves_is_bit_for_bit_the_same(resize_mode):
+    import io
+
+    emoji = [Image.open(SAMPLE / r["file"]) for r in sample_rows()[:4]]  # RGBA artwork
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG")
+    palette = photo.convert("P")
+    images = [*emoji, Image.open(io.BytesIO(buffer.getvalue())), palette, photo.convert("L")]
+    pre = Preprocess(size=48, mean=[0.48, 0.45, 0.40], std=[0.26, 0.26, 0.27], resize_mode=resize_mode)
+    whole = pre.transform()
+    per_image, per_batch = pre.split()
+    pixels = torch.stack([per_image(im) for im in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (len(images), 3, 48, 48)
+    assert torch.equal(per_batch(pixels), torch.stack([whole(im) for im in images]))
+
+
+def test_encoder_vectors_from_pixels_equal_those_from_tensors(micro_encoder):
+    encoder, images = load_encoder(micro_encoder), _images(4)
+    from_pixels = encoder.tensors_from_pixels(torch.stack([encoder.image_pixels(im) for im in images]))
+    assert from_pixels.dtype == torch.float32
+    np.testing.assert_array_equal(encoder.encode_tensors(from_pixels), encoder.encode_images(images))
