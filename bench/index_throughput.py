@@ -68,7 +68,10 @@ def main() -> None:
 
         # Decoding and preprocessing alone, in this process (one core): what the job adds to the forward pass.
         started = time.perf_counter()
-        tensors = torch.stack([encoder.image_tensor(open_image(Path(r["file"]))) for r in rows])
+        # as the job does it: 8-bit pixels per image, then float conversion and normalisation per batch
+        pixels = torch.stack([encoder.image_pixels(open_image(Path(r["file"]))) for r in rows])
+        tensors = torch.cat([encoder.tensors_from_pixels(pixels[i:i + a.batch_size])
+                             for i in range(0, n, a.batch_size)])
         decode_s = time.perf_counter() - started
         encoder.batch_size = a.batch_size
         encoder.encode_tensors(tensors[: a.batch_size])  # warm-up

@@ -6,8 +6,8 @@ step, and the median step time after a warm-up is compared. ratio = ours / their
 (below 1.0: ours is faster).
 
 On a CPU the two run at the same time (``--mode concurrent``, the default there), each pinned
-to its own half of the cores with as many threads, then again with the halves swapped; the
-ratio is the geometric mean of the two rounds. A shared machine's speed drifts by tens of
+to its own half of the cores with as many threads, swapping the halves every round (an even
+number of rounds); the ratio is the geometric mean of the rounds' ratios. A shared machine's speed drifts by tens of
 percent within minutes, and one core may be slower than the other; running side by side
 makes both trainers see the same drift, and swapping cancels the cores' difference.
 ``--mode interleaved`` runs them one after the other on the whole machine (ours, theirs,
@@ -157,17 +157,18 @@ def main() -> None:
     def steady(run: list[float]) -> list[float]:
         return run[a.warmup_steps:len(run) - tail] or run
 
+    t_ours = [t for o, _, _, _ in rounds for t in steady(o)]
+    t_theirs = [t for _, t_, _, _ in rounds for t in steady(t_)]
+    s_ours, s_theirs = median_after(t_ours, 0), median_after(t_theirs, 0)
+    per_round, interval = None, None
     if a.mode == "concurrent":  # each round's ratio is of two runs that saw the same machine
         per_round = [statistics.median(steady(o)) / statistics.median(steady(t)) for o, t, _, _ in rounds]
         logs = [math.log(x) for x in per_round]
         ratio = math.exp(statistics.fmean(logs))
-        spread = 2 * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+        spread = 2 * statistics.stdev(logs) / math.sqrt(len(logs))  # rounds are even, so at least 2
         interval = [ratio * math.exp(-spread), ratio * math.exp(spread)]  # +- 2 standard errors
-    t_ours = [t for o, _, _, _ in rounds for t in steady(o)]
-    t_theirs = [t for _, t_, _, _ in rounds for t in steady(t_)]
-    s_ours, s_theirs = median_after(t_ours, 0), median_after(t_theirs, 0)
-    if a.mode == "interleaved":
-        per_round, ratio, interval = None, s_ours / s_theirs, None
+    else:
+        ratio = s_ours / s_theirs
     print(f"data: {len(rows)} pairs from {root}; model {a.model}, batch {a.batch_size}, {a.precision}, {a.device}; "
           f"{a.repeats} rounds, {a.mode}")
     if per_round:

@@ -131,9 +131,10 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
 
     The values double until one reaches the target, then a bisection between it and the last
     that fell short narrows it to within 1/8 (a 1.2x overshoot of efSearch costs 1.2x the query
-    time). Unless ``time_search`` is off, also timed, one query at a time on ``TIMED_QUERIES`` of the same queries, alternately
-    and best of ``TIMING_ROUNDS``: exact search (``exact_seconds``) and the index at the chosen
-    value (``seconds``), so a caller can see whether the approximation pays.
+    time). Unless ``time_search`` is off, also timed, one query at a time on ``TIMED_QUERIES`` of
+    the same queries, alternately and best of ``TIMING_ROUNDS``: exact search (``exact_seconds``)
+    and the index at the chosen value (``seconds``), so a caller can see whether the approximation
+    pays.
     """
     knob = search_parameter(index)
     if knob is None:
@@ -143,11 +144,11 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
         return {"params": {}, "recall": 1.0, "k": k, "note": "a single vector: nothing to tune"}
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)
-    q = np.ascontiguousarray(vectors[pick], dtype=np.float32)
+    flat = np.ascontiguousarray(vectors, dtype=np.float32)  # exact search's database, for truth and timing
+    q = flat[pick]
     own = ids[pick]
     k = min(k, len(vectors) - 1)
-    _, positions = faiss.knn(q, np.ascontiguousarray(vectors, dtype=np.float32), k + 1,
-                             metric=faiss.METRIC_INNER_PRODUCT)
+    _, positions = faiss.knn(q, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
     truth = without_self(ids[positions], own, k)
     space = faiss.ParameterSpace()
     tried: list[dict[str, Any]] = []
@@ -190,7 +191,6 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
     # its cost per query changes several-fold with the batch size: at 1M vectors, 500 queries took
     # 2x as long per query as 1000.) Exact and approximate alternate query by query; best of
     # TIMING_ROUNDS rounds each, so that one slow moment on a busy machine does not decide it.
-    flat = np.ascontiguousarray(vectors, dtype=np.float32)
     timed = q[:TIMED_QUERIES]
     seconds = exact_seconds = float("inf")
     for _ in range(TIMING_ROUNDS):
@@ -213,8 +213,8 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budge
     """Build and tune the index for ``vectors``: ``factory`` as given, or chosen (``"auto"``).
 
     An automatic choice that, tuned to the target recall, answers no faster than exact search
-    (one query at a time, on ``TIMED_QUERIES`` of the tuning queries) is replaced by ``Flat`` when that fits the budget: exact results at
-    the same or better speed. (Data whose neighbours are hard to tell apart, e.g. many near
+    (one query at a time, on ``TIMED_QUERIES`` of the tuning queries) is replaced by ``Flat`` when
+    that fits the budget: exact results at the same or better speed. (Data whose neighbours are hard to tell apart, e.g. many near
     duplicates, can need so large an efSearch/nprobe that the approximation stops paying.)
     """
     n, dim = vectors.shape
