@@ -4,6 +4,7 @@
     python -m index info INDEX_DIR
     python -m index verify INDEX_DIR [--database-url URL]        exit 1 when index and catalog disagree
     python -m index delete INDEX_DIR --encoder ENCODER --id ID [--id ID ...]
+    python -m index compact INDEX_DIR --encoder ENCODER             rebuild, re-choose and re-tune the current version
     python -m index duplicates INDEX_DIR [--threshold 0.95] [--json FILE]
 """
 
@@ -62,6 +63,8 @@ def _main(argv: list[str] | None) -> int:
     b.add_argument("--delete-missing", action="store_true",
                    help="delete the collection's items whose files are no longer in --source")
     b.add_argument("--keep-versions", type=int, default=5, help="published versions kept on disk")
+    b.add_argument("--rebuild", action="store_true",
+                   help="build, choose and tune a new index even when updating the current version would do")
     b.add_argument("--fetch-timeout", type=float, default=20.0, help="seconds per download attempt (URL sources)")
     b.add_argument("--fetch-retries", type=int, default=2, help="retries after a server or network error")
     b.add_argument("--max-download", type=parse_bytes, default="50M", help="largest image downloaded")
@@ -81,6 +84,12 @@ def _main(argv: list[str] | None) -> int:
     d.add_argument("--id", type=int, action="append", required=True, help="item id (repeatable)")
     d.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
     d.add_argument("--device", default="cpu")
+    c = sub.add_parser("compact", help="publish the current version rebuilt from the catalog: tombstones dropped, "
+                                       "index re-chosen and re-tuned for the present count")
+    c.add_argument("out", type=Path)
+    c.add_argument("--encoder", required=True, help="the encoder that built the index")
+    c.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
+    c.add_argument("--keep-versions", type=int, default=5, help="published versions kept on disk")
     u = sub.add_parser("duplicates", help="list pairs of near-identical items (cosine similarity >= threshold)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     u.add_argument("out", type=Path)
@@ -104,6 +113,7 @@ def _main(argv: list[str] | None) -> int:
             database_url=args.database_url or default_database_url(args.out), collection=args.collection,
             image_key=args.image_key, factory=args.factory, memory_budget=args.memory_budget,
             target_recall=args.target_recall, delete_missing=args.delete_missing, keep_versions=args.keep_versions,
+            rebuild=args.rebuild,
             fetch=FetchLimits(timeout=args.fetch_timeout, retries=args.fetch_retries, max_bytes=args.max_download),
             batch_size=args.batch_size, workers=args.workers, device=args.device, progress=not args.no_progress,
         ))
@@ -111,9 +121,10 @@ def _main(argv: list[str] | None) -> int:
             print(f"rank {report.rank} of {report.world_size}: {report.embedded} embedded, {report.unchanged} "
                   f"unchanged, {len(report.failures)} files skipped")
             return 0
-        print(f"published {report.version} with {report.indexed} vectors: {report.embedded} embedded "
-              f"({report.images_per_second:.1f} img/s), {report.unchanged} unchanged, {report.deleted} deleted; "
-              f"{len(report.failures)} files skipped")
+        what = {"built": "built", "updated": "updated", "unchanged": "nothing to change in"}[report.published]
+        print(f"{what} {report.version} ({report.publish_detail}): {report.indexed} vectors; {report.embedded} "
+              f"embedded ({report.images_per_second:.1f} img/s), {report.unchanged} unchanged, {report.deleted} "
+              f"deleted; {len(report.failures)} files skipped")
         for uri, reason in report.failures[:20]:
             print(f"  skipped {uri}: {reason}")
         return 0
@@ -127,14 +138,15 @@ def _main(argv: list[str] | None) -> int:
         from index.build import verify
 
         r = verify(args.out, args.database_url or default_database_url(args.out))
-        print(f"version {r.version}, collection {r.collection!r}: {r.index_count} vectors in the index, "
-              f"{r.catalog_count} live items with vectors in the catalog")
+        print(f"version {r.version}, collection {r.collection!r}: {r.index_count} vectors in the index "
+              f"({r.tombstones} tombstones besides), {r.catalog_count} live items with vectors in the catalog")
         if r.ok:
             print("ok: every live item has exactly one vector and every vector a live item")
             return 0
         print(f"MISMATCH: {len(r.missing_from_index)} items missing from the index (e.g. {r.missing_from_index[:5]}), "
               f"{len(r.not_in_catalog)} vectors without a live item (e.g. {r.not_in_catalog[:5]}), "
-              f"{r.duplicates} duplicate ids; publish again with `python -m index build`")
+              f"{r.duplicates} duplicate ids, {len(r.stale)} items changed since they were indexed "
+              f"(e.g. {r.stale[:5]}); publish again with `python -m index build`")
         return 1
     if args.command == "duplicates":
         from index.catalog import Catalog
@@ -154,11 +166,27 @@ def _main(argv: list[str] | None) -> int:
         from index.build import delete_items
         from training.encoder import load_encoder
 
-        deleted, path = delete_items(args.out, args.database_url or default_database_url(args.out), args.id,
-                                     load_encoder(args.encoder, args.device))
+        deleted, published = delete_items(args.out, args.database_url or default_database_url(args.out), args.id,
+                                          load_encoder(args.encoder, args.device))
         unknown = sorted(set(args.id) - set(deleted))
-        print(f"deleted {len(deleted)} items; published {path}"
+        print(f"deleted {len(deleted)} items; {published.action} {published.path} ({published.detail})"
               + (f"; not found or already deleted: {unknown}" if unknown else ""))
+        return 0
+    if args.command == "compact":
+        from index.build import republish
+        from index.catalog import Catalog
+        from index.version import open_current, read_manifest
+        from training.encoder import load_encoder
+
+        current = open_current(args.out)
+        catalog = Catalog(args.database_url or default_database_url(args.out))
+        try:
+            published = republish(catalog, args.out, load_encoder(args.encoder), current, args.keep_versions,
+                                  rebuild=True)
+        finally:
+            catalog.dispose()
+        print(f"built {published.path.name} from {current.name} ({current.manifest.get('tombstones', 0)} tombstones "
+              f"dropped): {read_manifest(published.path)['count']} vectors")
         return 0
     return 2
 

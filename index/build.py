@@ -6,8 +6,12 @@
 Every batch commits its items together with their vectors, so a job killed at any moment
 (even ``kill -9``) leaves only complete pairs behind; the next run hashes each file, skips
 those whose vector the catalog already holds for this encoder, and goes on. The index
-version is built from the catalog at the end, so it holds exactly one vector per live
-item and always agrees with the catalog (``python -m index verify`` checks it).
+version is made from the catalog at the end, so it holds exactly one vector per live
+item and always agrees with the catalog (``python -m index verify`` checks it): usually by
+updating the current version with what changed since (``index.update``: adds, removals,
+tombstones), and by building, choosing and tuning a new index when there is none yet, when
+the collection has grown or shrunk past what the index was tuned for, or when tombstones
+pile up (compaction). Nothing changed: no new version.
 
 Under ``torchrun`` (one process per GPU, on one or several machines sharing the catalog
 database and the index folder), rank r embeds every world_size-th image starting at r;
@@ -34,7 +38,8 @@ from index.embed import embed_items
 from index.fetch import FetchLimits
 from index.faiss_build import new_index
 from index.reader import SourceItem, read_source
-from index.version import IndexVersion, open_current, publish, read_manifest
+from index.update import alive_members, apply, changed_ids, diff, rebuild_reason
+from index.version import IndexVersion, IndexVersionError, open_current, publish, read_manifest
 from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
@@ -60,6 +65,7 @@ class BuildConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_versions: int = 5
     delete_missing: bool = False  # items of the collection no longer in the source are deleted
+    rebuild: bool = False  # build, choose and tune a new index even when an update of the current one would do
     fetch: FetchLimits = field(default_factory=FetchLimits)  # for http(s) sources
     device: str = "cpu"
     progress: bool = True
@@ -72,6 +78,8 @@ class BuildReport:
     embedded: int = 0  # items embedded by this run (new or changed)
     unchanged: int = 0  # items whose vector was already in the catalog
     deleted: int = 0
+    published: str = ""  # "built", "updated" or "unchanged" (see Publication)
+    publish_detail: str = ""
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     rank: int = 0  # under torchrun: which process this report is from (only rank 0 publishes)
@@ -134,8 +142,9 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
             report.deleted = len(catalog.delete(cfg.collection, gone))
         embed_seconds = time.perf_counter() - started
         extra = {"source": str(cfg.source), "failures": len(report.failures)}
-        report.version = publish_collection(catalog, cfg.out, cfg.collection, encoder, cfg.factory,
-                                            cfg.memory_budget, cfg.target_recall, cfg.keep_versions, extra)
+        published = publish_collection(catalog, cfg.out, cfg.collection, encoder, cfg.factory, cfg.memory_budget,
+                                       cfg.target_recall, cfg.keep_versions, extra, cfg.rebuild)
+        report.version, report.published, report.publish_detail = published.path, published.action, published.detail
         report.indexed = int(read_manifest(report.version)["count"])  # no need to load the index again
         report.seconds = embed_seconds
         return report
@@ -143,15 +152,84 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
         catalog.dispose()
 
 
+@dataclass
+class Publication:
+    """What publishing did: ``built`` a new index, ``updated`` the current one, or left it (``unchanged``)."""
+
+    path: Path  # the version now current
+    action: str  # "built", "updated" or "unchanged"
+    detail: str  # why it was built, or what the update added and removed
+
+
 def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str = AUTO,
                        memory_budget: int = DEFAULT_MEMORY_BUDGET, target_recall: float = 0.95, keep: int = 5,
-                       extra: dict[str, Any] | None = None) -> Path:
+                       extra: dict[str, Any] | None = None, rebuild: bool = False) -> Publication:
+    """Publish the live vectors of ``collection`` as the current version: by updating the current
+    version with what changed in the catalog when that serves (``index.update``), else (or when
+    ``rebuild``) by building, choosing and tuning a new index from all of them."""
+    started = time.perf_counter()
+    current, reason = _updatable(out, collection, encoder, factory, memory_budget, target_recall)
+    if rebuild:
+        reason = "a rebuild was asked for"
+    if reason is None:
+        live_ids, live_keys = catalog.live_keys(collection, encoder.fingerprint)
+        change = diff(current, live_ids, live_keys)
+        reason = rebuild_reason(current, change, memory_budget if factory == AUTO else None)
+        if reason is None and change.empty:
+            return Publication(current.path, "unchanged", f"{current.name} matches the catalog")
+        if reason is None:
+            updated = apply(current, change, catalog)
+            detail = f"+{updated.added} -{updated.removed} on {current.name}"
+            manifest = {key: value for key, value in current.manifest.items() if key not in REBUILT_ONLY}
+            manifest.update({"catalog": redact(catalog.url), **(extra or {}),
+                             "update": {"base": current.name, "added": updated.added, "removed": updated.removed,
+                                        "seconds": round(time.perf_counter() - started, 3)}})
+            path = publish(out, updated.index, manifest, keep=keep, members=(updated.ids, updated.keys),
+                           tombstones=updated.tombstones)
+            log.info("updated index version %s -> %s (%s)", current.name, path.name, detail)
+            return Publication(path, "updated", detail)
+    log.info("building a new index for collection %r: %s", collection, reason)
+    return Publication(_build_version(catalog, out, collection, encoder, factory, memory_budget, target_recall,
+                                      keep, {**(extra or {}), "built_because": reason}), "built", reason)
+
+
+REBUILT_ONLY = ("update", "built_because", "source", "failures")  # what an update does not inherit
+
+
+def _updatable(out: Path, collection: str, encoder: Encoder, factory: str, memory_budget: int,
+               target_recall: float) -> tuple[IndexVersion | None, str | None]:
+    """The current version and None when an update of it can publish what was asked, else why not."""
+    try:
+        current = open_current(out)
+    except IndexVersionError:
+        return None, "no version published yet"
+    manifest = current.manifest
+    choice = manifest.get("choice", {})
+    if current.fingerprint != encoder.fingerprint:
+        return None, f"{current.name} was built by another encoder"
+    if manifest.get("collection", "default") != collection:
+        return None, f"{current.name} holds collection {manifest.get('collection')!r}"
+    if current.members() is None:
+        return None, f"{current.name} has no member list (written by an older lookalike)"
+    if factory == AUTO and choice.get("memory_budget") != memory_budget:
+        return None, f"{current.name} was chosen for another memory budget ({choice.get('memory_budget')})"
+    if factory != AUTO and (choice.get("memory_budget") is not None or manifest["factory"] != factory):
+        return None, f"{current.name} is {manifest['factory']}, {factory} was asked for"
+    if manifest.get("tuning", {}).get("target", target_recall) != target_recall:
+        return None, f"{current.name} was tuned for recall {manifest['tuning']['target']}"
+    return current, None
+
+
+def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str,
+                   memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any]) -> Path:
     """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
-    parts = list(catalog.live_vectors(collection, encoder.fingerprint))
+    parts = list(catalog.live_entries(collection, encoder.fingerprint))
     if not parts:
         raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
     ids = np.concatenate([p[0] for p in parts])
-    vectors = np.concatenate([p[1] for p in parts])
+    keys = np.concatenate([p[1] for p in parts])
+    vectors = np.concatenate([p[2] for p in parts])
+    del parts
     if vectors.shape[1] != encoder.dim:
         raise ValueError(f"catalog vectors have dim {vectors.shape[1]}, the encoder {encoder.dim}")
     index, choice, tuning = build_tuned(vectors, ids, factory, memory_budget, target_recall)
@@ -164,11 +242,13 @@ def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: En
                    "memory_budget": memory_budget if factory == AUTO else None, **choice.params},
         "search_params": tuning["params"],
         "tuning": tuning,
+        "tuned_count": len(ids),
         "collection": collection,
         "catalog": redact(catalog.url),
-        **(extra or {}),
+        **extra,
     }
-    return publish(out, index, manifest, keep=keep)
+    # IDMap indexes store vectors in the order added; IVF lists have their own order (members any order)
+    return publish(out, index, manifest, keep=keep, members=(ids, keys))
 
 
 @dataclass
@@ -179,11 +259,13 @@ class VerifyReport:
     catalog_count: int
     missing_from_index: list[int]  # live catalog items with a vector but no place in the index
     not_in_catalog: list[int]  # index ids that are deleted or unknown in the catalog
-    duplicates: int  # ids stored more than once in the index
+    duplicates: int  # ids stored more than once in the index (tombstones aside)
+    stale: list[int] = field(default_factory=list)  # items whose content changed since their vector was indexed
+    tombstones: int = 0  # stored vectors left out of every search
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_from_index or self.not_in_catalog or self.duplicates)
+        return not (self.missing_from_index or self.not_in_catalog or self.duplicates or self.stale)
 
 
 def verify(out: Path, database_url: str) -> VerifyReport:
@@ -193,20 +275,28 @@ def verify(out: Path, database_url: str) -> VerifyReport:
     catalog = Catalog(database_url)
     try:
         stored = version.ids()
-        expected = catalog.live_vector_ids(collection, version.fingerprint)
+        live_ids, live_keys = catalog.live_keys(collection, version.fingerprint)
+        expected = set(live_ids.tolist())
         in_index = set(stored.tolist())
+        stale: list[int] = []
+        if version.members() is not None:  # the member list knows which content each vector was made from
+            ids, keys = alive_members(version)
+            if not np.array_equal(np.sort(ids), np.sort(stored)):
+                raise IndexVersionError(f"{version.path}: the member list does not match the index's ids")
+            stale = changed_ids(ids, keys, live_ids, live_keys).tolist()
         return VerifyReport(
             version=version.name, collection=collection, index_count=len(stored), catalog_count=len(expected),
             missing_from_index=sorted(expected - in_index), not_in_catalog=sorted(in_index - expected),
-            duplicates=len(stored) - len(in_index),
+            duplicates=len(stored) - len(in_index), stale=stale, tombstones=len(version.tombstones),
         )
     finally:
         catalog.dispose()
 
 
-def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder, keep: int = 5) -> tuple[list[int], Path]:
+def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder,
+                 keep: int = 5) -> tuple[list[int], Publication]:
     """Delete items (hidden from the catalog at once) and publish a version without their vectors,
-    with the current version's index choice."""
+    with the current version's index choice (an update of it, or a rebuild when they pile up)."""
     current = open_current(out)
     current.check_encoder(encoder.fingerprint)
     catalog = Catalog(database_url)
@@ -217,11 +307,14 @@ def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder,
         catalog.dispose()
 
 
-def republish(catalog: Catalog, out: Path, encoder: Encoder, like: IndexVersion, keep: int = 5) -> Path:
-    """Publish the catalog's live vectors again, chosen and tuned as ``like`` was (after deletes or uploads)."""
+def republish(catalog: Catalog, out: Path, encoder: Encoder, like: IndexVersion, keep: int = 5,
+              rebuild: bool = False) -> Publication:
+    """Publish the catalog's live vectors again, chosen and tuned as ``like`` was (after deletes or
+    uploads: an update of the current version; with ``rebuild``, or when an update would not serve, a
+    full build -- the compaction)."""
     choice = like.manifest.get("choice", {})
     factory = AUTO if choice.get("memory_budget") else like.manifest["factory"]
     target = like.manifest.get("tuning", {}).get("target", 0.95)
     extra = {k: like.manifest[k] for k in ("source",) if k in like.manifest}
     return publish_collection(catalog, out, like.manifest.get("collection", "default"), encoder, factory,
-                              choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra)
+                              choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra, rebuild)

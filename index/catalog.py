@@ -7,6 +7,7 @@ FAISS *is* the catalog's primary key, so the two never need a mapping table.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -181,23 +182,48 @@ class Catalog:
 
     def live_vectors(self, collection: str, fingerprint: str, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64 (n,), vectors float32 (n, dim)) chunks of every live item's current vector, by id."""
-        q = self._current_vectors(collection, fingerprint, Vector.item_id, Vector.vector).execution_options(
-            yield_per=chunk)
+        for ids, _, vectors in self.live_entries(collection, fingerprint, chunk):
+            yield ids, vectors
+
+    def live_entries(self, collection: str, fingerprint: str,
+                     chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``live_vectors`` with each vector's content key (uint64, see ``content_key``), read in the same
+        query, so a key always describes the vector it comes with."""
+        q = self._current_vectors(collection, fingerprint, Vector.item_id, Vector.content_hash,
+                                  Vector.vector).execution_options(yield_per=chunk)
         with self.sessions() as session:
             for part in session.execute(q).partitions(chunk):
-                ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
-                yield ids, np.stack([decode_vector(r[1]) for r in part])
+                yield _entries(part)
+
+    def entries_of(self, ids: Sequence[int], fingerprint: str,
+                   chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(ids, keys, vectors) chunks of the current vectors of those ``ids`` that are live and have one."""
+        ids = [int(i) for i in ids]
+        with self.sessions() as session:
+            for start in range(0, len(ids), chunk):
+                q = (select(Vector.item_id, Vector.content_hash, Vector.vector)
+                     .join(Item, Item.id == Vector.item_id)
+                     .where(Vector.item_id.in_(ids[start:start + chunk]), Vector.fingerprint == fingerprint,
+                            Item.deleted_at.is_(None), Vector.content_hash == Item.content_hash)
+                     .order_by(Vector.item_id))
+                part = session.execute(q).all()
+                if part:
+                    yield _entries(part)
+
+    def live_keys(self, collection: str, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64, content keys uint64), sorted by id, of every item ``live_vectors`` would yield;
+        what an index update diffs its member list with (no vectors read)."""
+        q = self._current_vectors(collection, fingerprint, Vector.item_id, Vector.content_hash)
+        with self.sessions() as session:
+            rows = session.execute(q).all()
+        return (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+                np.fromiter((content_key(r[1]) for r in rows), dtype=np.uint64, count=len(rows)))
 
     def find(self, collection: str, source: str) -> Item | None:
         """The live item of ``collection`` with this source, if any."""
         with self.sessions() as session:
             q = select(Item).where(Item.collection == collection, Item.source == source, Item.deleted_at.is_(None))
             return session.scalar(q)
-
-    def live_vector_ids(self, collection: str, fingerprint: str) -> set[int]:
-        """The ids ``live_vectors`` would yield, without reading the vectors."""
-        with self.sessions() as session:
-            return set(session.scalars(self._current_vectors(collection, fingerprint, Vector.item_id)))
 
     def vector_of(self, item_id: int, fingerprint: str) -> np.ndarray | None:
         """A live item's current vector by ``fingerprint`` (None if it has none or it is out of date)."""
@@ -279,6 +305,18 @@ def upsert_in(session: Session, collection: str, items: Sequence[NewItem]) -> li
         ids.update((source, item_id) for item_id, source in inserted)
     session.flush()
     return [ids[it.source] for it in items]
+
+
+def content_key(content_hash: str) -> int:
+    """A 64-bit digest of a content hash: enough to tell an item's old bytes from its new ones."""
+    return int.from_bytes(hashlib.blake2b(content_hash.encode(), digest_size=8).digest(), "little")
+
+
+def _entries(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item_id, content_hash, vector bytes) rows -> (ids, keys, vectors)."""
+    return (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+            np.fromiter((content_key(r[1]) for r in rows), dtype=np.uint64, count=len(rows)),
+            np.stack([decode_vector(r[2]) for r in rows]))
 
 
 def encode_vector(v: np.ndarray) -> bytes:

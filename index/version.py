@@ -8,6 +8,11 @@ Layout of an index root::
         20261128T120000Z-3f2a/
           index.faiss         the FAISS index (ids = catalog primary keys)
           manifest.json       encoder fingerprint, dim, metric, factory, params, count, created_at
+          members.npz         which item and which content each stored vector is: ``ids`` (int64)
+                              and ``keys`` (uint64, the first 64 bits of the content hash), in
+                              storage order for IDMap indexes; what an update diffs the catalog with
+          tombstones.npy      storage positions of vectors that no longer count (an update's deletes
+                              in an index that cannot remove, e.g. HNSW); left out of every search
 
 A version is written under ``versions/.tmp-*``, fsynced, renamed into place, and
 only then does ``CURRENT`` move to it; readers follow ``CURRENT`` and so never
@@ -17,11 +22,12 @@ see a half-written version.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,8 @@ FORMAT = "lookalike-index/1"
 POINTER = "CURRENT"
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
+MEMBERS_FILE = "members.npz"
+TOMBSTONES_FILE = "tombstones.npy"
 
 
 class IndexVersionError(ValueError):
@@ -49,6 +57,19 @@ class IndexVersion:
     path: Path
     manifest: dict[str, Any]
     index: faiss.Index
+    tombstones: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # dead storage positions
+    _search_params: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.tombstones):
+            if not hasattr(self.index, "id_map"):
+                raise IndexVersionError(f"{self.path}: tombstones need an IDMap index, not {type(self.index).__name__}")
+            # A bitmap of the live positions; the selector keeps a pointer to it, so it stays referenced here.
+            alive = np.ones(self.index.ntotal, dtype=bool)
+            alive[self.tombstones] = False
+            self._bitmap = np.packbits(alive, bitorder="little")
+            self._search_params = faiss.SearchParameters(
+                sel=faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(self._bitmap)))
 
     @property
     def name(self) -> str:
@@ -64,18 +85,36 @@ class IndexVersion:
 
     @property
     def count(self) -> int:
-        return int(self.index.ntotal)
+        """Vectors that count: those stored, less the tombstones."""
+        return int(self.index.ntotal) - len(self.tombstones)
 
     def ids(self) -> np.ndarray:
-        """Every vector id in the index (int64), in storage order."""
-        return stored_ids(self.index)
+        """Every live vector's id (int64), in storage order (tombstones left out)."""
+        return np.delete(stored_ids(self.index), self.tombstones)
+
+    def members(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(ids, content keys) of every stored vector, in storage order for IDMap indexes (tombstoned ones
+        included); None for a version written before member lists were kept."""
+        try:
+            with np.load(self.path / MEMBERS_FILE) as data:
+                return data["ids"], data["keys"]
+        except FileNotFoundError:
+            return None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """queries float32 (Q, dim) -> scores (Q, k), ids int64 (Q, k); missing slots have id -1."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (Q, {self.dim}), got {queries.shape}")
-        return self.index.search(queries, k)
+        if self._search_params is None:
+            return self.index.search(queries, k)
+        # Search the wrapped index by storage position with the tombstones masked out, then map
+        # positions to ids as IndexIDMap would (its own selector would see ids, and after an update
+        # an item's old and new vectors share one id).
+        scores, positions = self.index.index.search(queries, k, params=self._search_params)
+        id_map = faiss.rev_swig_ptr(self.index.id_map.data(), self.index.ntotal)
+        ids = np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+        return scores, ids
 
     def check_encoder(self, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
@@ -113,19 +152,38 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep: int = 5) -> Path:
-    """Write ``index`` + ``manifest`` as a new version under ``root`` and make it current."""
+def _saved(save: Any, *args: Any, **kwargs: Any) -> bytes:
+    """What ``np.save``/``np.savez`` would write to a file, as bytes."""
+    buf = io.BytesIO()
+    save(buf, *args, **kwargs)
+    return buf.getvalue()
+
+
+def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep: int = 5,
+            members: tuple[np.ndarray, np.ndarray] | None = None, tombstones: np.ndarray | None = None) -> Path:
+    """Write ``index`` + ``manifest`` (+ the member list and tombstones, see the module's docstring)
+    as a new version under ``root`` and make it current."""
     root = Path(root)
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     name = now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
-    manifest = {"format": FORMAT, "version": name, "created_at": now.isoformat(), "count": int(index.ntotal), **manifest}
+    dead = np.zeros(0, np.int64) if tombstones is None else np.unique(np.asarray(tombstones, dtype=np.int64))
+    manifest = {**manifest, "format": FORMAT, "version": name, "created_at": now.isoformat(),
+                "count": int(index.ntotal) - len(dead), "stored": int(index.ntotal), "tombstones": len(dead)}
+    if members is not None and len(members[0]) != index.ntotal:
+        raise ValueError(f"{len(members[0])} members for {index.ntotal} stored vectors")
 
     tmp = versions / f".tmp-{name}"
     tmp.mkdir()
     try:
         _write_file(tmp / INDEX_FILE, faiss.serialize_index(index).tobytes())
+        if members is not None:
+            ids, keys = members
+            _write_file(tmp / MEMBERS_FILE, _saved(np.savez, ids=np.asarray(ids, dtype=np.int64),
+                                                   keys=np.asarray(keys, dtype=np.uint64)))
+        if len(dead):
+            _write_file(tmp / TOMBSTONES_FILE, _saved(np.save, dead))
         _write_file(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
         _fsync_dir(tmp)
         final = versions / name
@@ -182,7 +240,14 @@ def open_version(path: str | Path, mmap: bool = False) -> IndexVersion:
     index = faiss.read_index(str(path / INDEX_FILE), flags)
     for key, value in (manifest.get("search_params") or {}).items():
         faiss.ParameterSpace().set_index_parameter(index, key, value)
-    return IndexVersion(path=path, manifest=manifest, index=index)
+    try:
+        tombstones = np.load(path / TOMBSTONES_FILE).astype(np.int64)
+    except FileNotFoundError:
+        tombstones = np.zeros(0, np.int64)
+    if int(manifest.get("tombstones", 0)) != len(tombstones):
+        raise IndexVersionError(f"{path}: the manifest counts {manifest.get('tombstones')} tombstones, "
+                                f"{TOMBSTONES_FILE} holds {len(tombstones)}")
+    return IndexVersion(path=path, manifest=manifest, index=index, tombstones=tombstones)
 
 
 def open_current(root: str | Path, mmap: bool = False) -> IndexVersion:

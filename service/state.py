@@ -157,8 +157,8 @@ class Resources:
         """Publish the catalog (uploads included) as a new index version and serve it."""
         from index.build import republish
 
-        path = republish(self.catalog, Path(self.settings.index), self.encoder, self.version)
-        log.info("published %s with the uploaded items", path.name)
+        published = republish(self.catalog, Path(self.settings.index), self.encoder, self.version)
+        log.info("%s %s with the catalog's changes (%s)", published.action, published.path.name, published.detail)
         self.reload_if_published()
 
     def close(self) -> None:

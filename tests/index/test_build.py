@@ -48,13 +48,16 @@ def test_build_indexes_every_image_and_catalog_agrees(micro_encoder, small_manif
     assert first.meta["name"] == rows[0]["name"] and len(first.content_hash) == 64
 
 
-def test_rebuild_keeps_ids_and_publishes_a_new_version(micro_encoder, small_manifest, tmp_path):
+def test_an_unchanged_rerun_publishes_nothing_and_a_rebuild_keeps_ids(micro_encoder, small_manifest, tmp_path):
     cfg = _config(micro_encoder, small_manifest, tmp_path)
     first = build(cfg)
+    assert first.published == "built" and first.publish_detail == "no version published yet"
     ids_before = sorted(open_current(cfg.out).ids().tolist())
     second = build(cfg)
+    assert second.published == "unchanged" and second.version == first.version
+    third = build(replace(cfg, rebuild=True))
     ids_after = sorted(open_current(cfg.out).ids().tolist())
-    assert second.version != first.version and ids_before == ids_after
+    assert third.published == "built" and third.version != first.version and ids_before == ids_after
     assert Catalog(cfg.database_url).count() == first.indexed
 
 
@@ -214,7 +217,7 @@ def test_two_ranks_under_torchrun_embed_halves_and_publish_one_version(micro_enc
     assert proc.returncode == 0, proc.stderr[-3000:]
     n = len(small_manifest.read_text().splitlines())
     assert f"rank 1 of 2: {n // 2} embedded" in proc.stdout
-    assert f"with {n} vectors: {n // 2} embedded" in proc.stdout  # rank 0 embedded the other half, then merged
+    assert f": {n} vectors; {n // 2} embedded" in proc.stdout  # rank 0 embedded the other half, then merged
     assert len(list((tmp_path / "idx" / "versions").iterdir())) == 1
     report = verify(tmp_path / "idx", url)
     assert report.ok and report.index_count == n

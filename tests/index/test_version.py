@@ -95,3 +95,26 @@ def test_readers_never_see_a_half_written_version(tmp_path):
     stop.set()
     t.join()
     assert errors == []
+
+
+def test_tombstones_are_left_out_of_search_count_and_ids(tmp_path):
+    index, vecs, ids = _index(n=10)
+    path = publish(tmp_path, index, MANIFEST, members=(ids, np.arange(10, dtype=np.uint64)), tombstones=[2, 7, 2])
+    v = open_version(path)
+    assert v.count == 8 and v.manifest["tombstones"] == 2 and v.manifest["stored"] == 10
+    assert v.ids().tolist() == [i for i in ids.tolist() if i not in (ids[2], ids[7])]
+    _, found = v.search(vecs, 10)
+    assert all(ids[2] not in row and ids[7] not in row and min(row[:8]) >= 0 for row in found.tolist())
+    assert found[0, 0] == ids[0] and found[2, 0] != ids[2]
+    members = v.members()
+    assert members[0].tolist() == ids.tolist() and members[1].dtype == np.uint64
+
+
+def test_a_member_list_or_tombstone_file_that_disagrees_is_refused(tmp_path):
+    index, _, ids = _index(n=10)
+    with pytest.raises(ValueError, match="9 members for 10 stored vectors"):
+        publish(tmp_path, index, MANIFEST, members=(ids[:9], np.zeros(9, np.uint64)))
+    path = publish(tmp_path, index, MANIFEST, tombstones=[1])
+    (path / "tombstones.npy").unlink()
+    with pytest.raises(IndexVersionError, match="counts 1 tombstones"):
+        open_version(path)

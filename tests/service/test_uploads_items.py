@@ -15,13 +15,13 @@ from tests.service.conftest import assert_error
 
 
 @pytest.fixture
-def served(micro_encoder, tmp_path):
+def served(micro_encoder, tmp_path, request):
     rows = sample_rows()
     folder = tmp_path / "imgs"
-    copy_sample(rows[:8], folder)
+    copy_sample(rows[:getattr(request, "param", {}).get("items", 8)], folder)
     url = f"sqlite:///{tmp_path / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=folder, out=tmp_path / "index", database_url=url,
-                      workers=0, progress=False))
+                      workers=0, progress=False, factory=getattr(request, "param", {}).get("factory", "auto")))
     key, _ = create_key(Catalog(url), "uploader", ["read", "write"])
     settings = Settings(encoder=str(micro_encoder), index=tmp_path / "index", database_url=url,
                         publish_delay=0.3, reload_interval=0.2)
@@ -60,6 +60,26 @@ def test_an_upload_is_found_at_once_then_published(served):
                        data={"metadata": json.dumps({"album": "renamed"})})
     assert same.status_code == 200 and same.json()["id"] == item["id"]
     assert same.json()["metadata"] == {"album": "renamed"}
+
+
+@pytest.mark.parametrize("served", [{"factory": "HNSW16", "items": 24}], indirect=True)
+def test_uploads_and_deletes_update_the_index_version_without_a_rebuild(served):
+    client, url, tmp_path, rows = served
+    before = client.get("/healthz").json()
+    data = (SAMPLE / rows[300]["file"]).read_bytes()
+    item = client.post("/v1/items", files={"file": ("x.png", data, "image/png")}).json()
+    doomed = [h["id"] for h in client.post("/v1/search/text", json={"query": "face", "k": 2}).json()["results"]]
+    for i in doomed:
+        assert client.delete(f"/v1/items/{i}").status_code == 204
+    assert wait_for(lambda: client.get("/healthz").json()["count"] == before["count"] - 1)
+    version = client.get("/healthz").json()["index_version"]
+    manifest = json.loads((tmp_path / "index" / "versions" / version / "manifest.json").read_text())
+    assert manifest["factory"] == "HNSW16" and "update" in manifest and "built_because" not in manifest  # updated
+    assert manifest["tombstones"] == 2 and manifest["stored"] == before["count"] + 1
+    everything = client.post("/v1/search/text", json={"query": "face", "k": 50}).json()["results"]
+    ids = {h["id"] for h in everything}
+    assert item["id"] in ids and not ids & set(doomed)
+    assert verify(tmp_path / "index", url).ok
 
 
 def test_upload_errors(served):
