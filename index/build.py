@@ -39,7 +39,7 @@ from index.fetch import FetchLimits
 from index.faiss_build import new_index
 from index.reader import SourceItem, read_source
 from index.update import alive_members, apply, changed_ids, diff, rebuild_reason
-from index.version import IndexVersion, IndexVersionError, open_current, publish, read_manifest
+from index.version import IndexVersion, IndexVersionError, open_current, publish, publishing, read_manifest
 from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
@@ -167,6 +167,14 @@ def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: En
     """Publish the live vectors of ``collection`` as the current version: by updating the current
     version with what changed in the catalog when that serves (``index.update``), else (or when
     ``rebuild``) by building, choosing and tuning a new index from all of them."""
+    with publishing(out):
+        return _publish_locked(catalog, out, collection, encoder, factory, memory_budget, target_recall, keep,
+                               extra, rebuild)
+
+
+def _publish_locked(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str,
+                    memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any] | None,
+                    rebuild: bool) -> Publication:
     started = time.perf_counter()
     current, reason = _updatable(out, collection, encoder, factory, memory_budget, target_recall)
     if rebuild:
@@ -220,18 +228,34 @@ def _updatable(out: Path, collection: str, encoder: Encoder, factory: str, memor
     return current, None
 
 
+def _read_live(catalog: Catalog, collection: str, encoder: Encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every live (id, key, vector) of ``collection``, read chunk by chunk into arrays allocated once
+    (the vectors are the build's largest allocation: holding the chunks and their concatenation
+    would need twice as much)."""
+    n = catalog.count_live_vectors(collection, encoder.fingerprint)
+    ids, keys = np.empty(n, np.int64), np.empty(n, np.uint64)
+    vectors = np.empty((n, encoder.dim), np.float32)
+    filled, extra = 0, []
+    for part in catalog.live_entries(collection, encoder.fingerprint):
+        if part[2].shape[1] != encoder.dim:
+            raise ValueError(f"catalog vectors have dim {part[2].shape[1]}, the encoder {encoder.dim}")
+        take = min(len(part[0]), n - filled)
+        for whole, piece in zip((ids, keys, vectors), part):
+            whole[filled:filled + take] = piece[:take]
+        if take < len(part[0]):  # rows committed since the count
+            extra.append(tuple(piece[take:] for piece in part))
+        filled += take
+    if extra:
+        return tuple(np.concatenate([whole, *(e[i] for e in extra)]) for i, whole in enumerate((ids, keys, vectors)))
+    if filled == 0:
+        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
+    return ids[:filled], keys[:filled], vectors[:filled]
+
+
 def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str,
                    memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any]) -> Path:
     """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
-    parts = list(catalog.live_entries(collection, encoder.fingerprint))
-    if not parts:
-        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
-    ids = np.concatenate([p[0] for p in parts])
-    keys = np.concatenate([p[1] for p in parts])
-    vectors = np.concatenate([p[2] for p in parts])
-    del parts
-    if vectors.shape[1] != encoder.dim:
-        raise ValueError(f"catalog vectors have dim {vectors.shape[1]}, the encoder {encoder.dim}")
+    ids, keys, vectors = _read_live(catalog, collection, encoder)
     index, choice, tuning = build_tuned(vectors, ids, factory, memory_budget, target_recall)
     manifest = {
         "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},

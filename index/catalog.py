@@ -185,6 +185,12 @@ class Catalog:
         for ids, _, vectors in self.live_entries(collection, fingerprint, chunk):
             yield ids, vectors
 
+    def count_live_vectors(self, collection: str, fingerprint: str) -> int:
+        """How many rows ``live_vectors`` would yield now."""
+        with self.sessions() as session:
+            return int(session.scalar(self._current_vectors(collection, fingerprint, func.count(Vector.item_id))
+                                      .order_by(None)))
+
     def live_entries(self, collection: str, fingerprint: str,
                      chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``live_vectors`` with each vector's content key (uint64, see ``content_key``), read in the same

@@ -18,7 +18,9 @@ be as good as a fresh build, ``rebuild_reason`` says so and the caller builds fr
 - the tombstones would pass ``COMPACT_DEAD`` of the stored vectors;
 - the live count has moved more than ``RETUNE_FACTOR`` from the count the index was chosen and tuned
   for (IVF lists trained for another size; efSearch/nprobe tuned for another size);
-- for an automatic choice, the rule now picks another factory for the new count.
+- for an automatic choice, the rule now picks another kind of index for the new count (10 % past
+  the boundary, so that a count hovering around it does not rebuild at every crossing);
+- the index is of a kind that cannot be updated in place (a PCA/OPQ transform, an IVF under an id map).
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ from index.version import INDEX_FILE, IndexVersion
 
 COMPACT_DEAD = 0.2  # tombstones / stored vectors above which an update rebuilds instead
 RETUNE_FACTOR = 2.0  # live count / tuned-for count (either way) above which an update rebuilds instead
+CHOICE_MARGIN = 0.1  # how far past a boundary of the automatic choice the count must be to rebuild for it
+
+
+def kind(factory: str) -> str:
+    """The family of an index factory string: Flat, HNSW, IVF-Flat, IVF-PQ, or the string itself."""
+    if factory.startswith("HNSW"):
+        return "HNSW"
+    if factory.startswith("IVF"):
+        return "IVF-" + ("PQ" if ",PQ" in factory else factory.partition(",")[2])
+    return factory
 
 
 @dataclass
@@ -84,27 +96,44 @@ def rebuild_reason(version: IndexVersion, change: Diff, memory_budget: int | Non
     ``memory_budget`` is the budget of an automatic choice, None for a given factory."""
     if change.live == 0:
         return "no items left"
+    mode = update_mode(version.index)
+    if mode is None:
+        return f"a {version.manifest['factory']} index cannot be updated in place"
     was = tuned_for(version)
     if change.live > was * RETUNE_FACTOR or change.live * RETUNE_FACTOR < was:
         return f"{change.live} items, the index was chosen and tuned for {was}"
     choice = version.manifest.get("choice", {})
     if memory_budget is not None:
         # A Flat index chosen because the tuned approximation did not pay keeps its rejected candidate.
-        chosen = choice.get("rejected", {}).get("factory", version.manifest["factory"])
-        now = choose_index(change.live, version.dim, memory_budget).factory
-        if now != chosen:
+        chosen = kind(choice.get("rejected", {}).get("factory", version.manifest["factory"]))
+        now = kind(choose_index(change.live, version.dim, memory_budget).factory)
+        # Only once the count is past the boundary by CHOICE_MARGIN, so that a collection that hovers
+        # around it is not rebuilt at every crossing (nlist drift is the RETUNE_FACTOR's business).
+        back = change.live * (1 - CHOICE_MARGIN) if change.live > was else change.live * (1 + CHOICE_MARGIN)
+        if now != chosen and kind(choose_index(max(1, int(back)), version.dim, memory_budget).factory) == now:
             return f"the automatic choice for {change.live} items is {now}, not {chosen}"
-    stored = version.index.ntotal - (len(change.remove) if removable(version.index) else 0) + len(change.add)
-    dead = len(version.tombstones) + (0 if removable(version.index) else len(change.remove))
+    removes = mode == "remove"
+    stored = version.index.ntotal - (len(change.remove) if removes else 0) + len(change.add)
+    dead = len(version.tombstones) + (0 if removes else len(change.remove))
     if stored and dead / stored > COMPACT_DEAD:
         return f"{dead} of {stored} stored vectors would be tombstones (compaction above {COMPACT_DEAD:.0%})"
     return None
 
 
-def removable(index: faiss.Index) -> bool:
-    """Whether FAISS can remove vectors from ``index`` (HNSW graphs cannot)."""
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    return not isinstance(inner, (faiss.IndexHNSW, faiss.IndexNSG))
+def update_mode(index: faiss.Index) -> str | None:
+    """How ``index`` takes removals: ``"remove"`` (FAISS removes by id: inverted lists at the top,
+    or flat codes under an id map -- Flat, PQ, SQ), ``"tombstones"`` (an HNSW/NSG graph under an id
+    map, which cannot remove) or None (anything else -- e.g. a PCA/OPQ transform, or an IVF under an
+    id map, whose lists hold positions that a removal would shift: only a rebuild is safe)."""
+    if isinstance(index, faiss.IndexIVF):
+        return "remove"
+    if hasattr(index, "id_map"):
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexFlatCodes):
+            return "remove"
+        if isinstance(inner, (faiss.IndexHNSW, faiss.IndexNSG)):
+            return "tombstones"
+    return None
 
 
 @dataclass
@@ -129,7 +158,7 @@ def apply(version: IndexVersion, change: Diff, catalog: Catalog) -> Updated:
     ids, keys = members
     dead = version.tombstones
     if len(change.remove):
-        if removable(index):
+        if update_mode(index) == "remove":
             if len(dead):
                 raise ValueError(f"index version {version.name} has tombstones in an index that can remove")
             index.remove_ids(faiss.IDSelectorBatch(change.remove))

@@ -22,14 +22,16 @@ see a half-written version.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import io
 import json
 import os
 import secrets
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import faiss
 import numpy as np
@@ -40,6 +42,7 @@ INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
 MEMBERS_FILE = "members.npz"
 TOMBSTONES_FILE = "tombstones.npy"
+LOCK_FILE = ".publish.lock"
 
 
 class IndexVersionError(ValueError):
@@ -69,7 +72,7 @@ class IndexVersion:
             alive[self.tombstones] = False
             self._bitmap = np.packbits(alive, bitorder="little")
             self._search_params = faiss.SearchParameters(
-                sel=faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(self._bitmap)))
+                sel=faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap)))  # n: bytes
 
     @property
     def name(self) -> str:
@@ -101,20 +104,40 @@ class IndexVersion:
         except FileNotFoundError:
             return None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries float32 (Q, dim) -> scores (Q, k), ids int64 (Q, k); missing slots have id -1."""
+    @property
+    def visits_all(self) -> bool:
+        """Whether every search already visits every vector (flat codes under an id map: Flat, PQ, SQ)."""
+        return hasattr(self.index, "id_map") and isinstance(faiss.downcast_index(self.index.index),
+                                                             faiss.IndexFlatCodes)
+
+    def search(self, queries: np.ndarray, k: int, exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """queries float32 (Q, dim) -> scores (Q, k), ids int64 (Q, k); missing slots have id -1.
+
+        An approximate index may leave out vectors it does not reach (an HNSW graph returns fewer
+        than ``k`` when ``k`` is large; IVF probes only ``nprobe`` lists). ``exhaustive`` visits
+        every live vector: the graph's stored vectors searched exactly, or every inverted list."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (Q, {self.dim}), got {queries.shape}")
+        inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
+        if exhaustive and isinstance(self.index, faiss.IndexIVF):
+            return self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=self.index.nlist))
+        if exhaustive and isinstance(inner, faiss.IndexHNSW):
+            return self._by_position(inner.storage, queries, k)
         if self._search_params is None:
             return self.index.search(queries, k)
-        # Search the wrapped index by storage position with the tombstones masked out, then map
-        # positions to ids as IndexIDMap would (its own selector would see ids, and after an update
-        # an item's old and new vectors share one id).
-        scores, positions = self.index.index.search(queries, k, params=self._search_params)
+        return self._by_position(inner, queries, k)
+
+    def _by_position(self, inner: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search the index under the id map by storage position, tombstones masked out, then map
+        positions to ids as IndexIDMap would (its own selector would see ids, and after an update an
+        item's old and new vectors share one id)."""
+        if self._search_params is None:
+            scores, positions = inner.search(queries, k)
+        else:
+            scores, positions = inner.search(queries, k, params=self._search_params)
         id_map = faiss.rev_swig_ptr(self.index.id_map.data(), self.index.ntotal)
-        ids = np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
-        return scores, ids
+        return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
 
     def check_encoder(self, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
@@ -212,6 +235,22 @@ def prune(root: str | Path, keep: int) -> list[str]:
         if p.name != f".tmp-{current}":
             shutil.rmtree(p, ignore_errors=True)
     return doomed
+
+
+@contextmanager
+def publishing(root: str | Path) -> Iterator[None]:
+    """Hold ``ROOT/.publish.lock`` (an exclusive ``flock``) while a version is made from the current one:
+    publishers (the indexing job, the service's publisher, a delete) take turns, so none builds on a
+    base that another is replacing, and ``prune`` never removes the version an update is reading.
+    Readers never take it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_FILE, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def current_name(root: str | Path) -> str | None:

@@ -131,17 +131,52 @@ def test_growth_past_what_the_index_was_tuned_for_rebuilds(catalog, encoder, tmp
     assert open_current(out).manifest["tuned_count"] == 210
 
 
-def test_an_automatic_choice_that_would_change_rebuilds(catalog, encoder, tmp_path, monkeypatch):
+def test_an_automatic_choice_that_would_change_rebuilds_past_a_margin(catalog, encoder, tmp_path, monkeypatch):
     monkeypatch.setattr(choose, "EXACT_BELOW", 250)  # Flat below 250 vectors, HNSW32 from there
     out = tmp_path / "index"
-    _put(catalog, encoder, [f"img{i}" for i in range(200)], seed=0)
+    items = _put(catalog, encoder, [f"img{i}" for i in range(200)], seed=0)
     assert _publish(catalog, encoder, out, "auto").action == "built"
     assert open_current(out).manifest["factory"] == "Flat"
-    _put(catalog, encoder, [f"more{i}" for i in range(40)], seed=1)
-    assert _publish(catalog, encoder, out, "auto").action == "updated"
+    _put(catalog, encoder, [f"more{i}" for i in range(60)], seed=1)
+    assert _publish(catalog, encoder, out, "auto").action == "updated"  # 260: past 250, not by 10 %
     _put(catalog, encoder, [f"yet{i}" for i in range(20)], seed=2)
     rebuilt = _publish(catalog, encoder, out, "auto")
-    assert rebuilt.action == "built" and "automatic choice for 260 items is HNSW32" in rebuilt.detail
+    assert rebuilt.action == "built" and "automatic choice for 280 items is HNSW, not Flat" in rebuilt.detail
+    ids = [i for i, _ in items.values()]
+    catalog.delete("default", ids[:40])
+    assert _publish(catalog, encoder, out, "auto").action == "updated"  # 240: back under 250, not by 10 %
+    catalog.delete("default", ids[40:60])
+    assert "automatic choice for 220 items is Flat" in _publish(catalog, encoder, out, "auto").detail
+
+
+@pytest.mark.parametrize("factory", ["PCA8,HNSW16", "IDMap2,IVF4,Flat"])
+def test_indexes_that_cannot_be_updated_in_place_are_rebuilt(catalog, encoder, tmp_path, factory):
+    out = tmp_path / "index"
+    items = _put(catalog, encoder, [f"img{i}" for i in range(200)], seed=0)
+    _publish(catalog, encoder, out, factory)
+    catalog.delete("default", [items["img0"][0]])
+    _put(catalog, encoder, ["new"], seed=1)
+    again = _publish(catalog, encoder, out, factory)
+    assert again.action == "built" and "cannot be updated in place" in again.detail
+    assert verify(out, catalog.url).ok
+
+
+def test_repeated_hnsw_updates_keep_one_live_vector_per_item(catalog, encoder, tmp_path):
+    out = tmp_path / "index"
+    items = _put(catalog, encoder, [f"img{i}" for i in range(300)], seed=0)
+    _publish(catalog, encoder, out, "HNSW16")
+    item = items["img7"][0]
+    for round_, seed in enumerate((11, 12, 13)):  # the same item changes three times: three dead copies
+        latest = _put(catalog, encoder, ["img7"], seed=seed, tag=f"v{round_ + 2}")["img7"][1]
+        catalog.delete("default", [items[f"img{100 + round_}"][0]])
+        assert _publish(catalog, encoder, out, "HNSW16").action == "updated"
+        v = open_current(out)
+        stored, _ = v.members()
+        assert (stored == item).sum() == round_ + 2 and len(v.tombstones) == 2 * (round_ + 1)
+        assert (v.ids() == item).sum() == 1 and len(set(v.ids().tolist())) == v.count == 300 - (round_ + 1)
+        scores, found = v.search(latest[None, :], 3)
+        assert found[0, 0] == item and scores[0, 0] > 0.999 and item not in found[0, 1:].tolist()
+        assert verify(out, catalog.url).ok
 
 
 def test_asking_for_another_factory_or_budget_rebuilds(catalog, encoder, tmp_path):
