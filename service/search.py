@@ -16,6 +16,9 @@ from index.version import IndexVersion
 from service.state import Resources
 
 
+EXHAUSTIVE_SHARE = 16  # a widened search for more than 1/16 of the vectors visits all of them
+
+
 def require_text_tower(res: Resources) -> None:
     if res.text_batcher is None:
         raise ApiError(400, "no_text_tower",
@@ -30,13 +33,17 @@ def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int,
 
     Items deleted since the index version was published are still in FAISS but no longer
     live in the catalog, ``exclude`` is left out on purpose, and ``keep`` (a metadata filter)
-    may reject many; the search widens (4x at a time) until enough items pass or the index
-    has no more, so none of these makes a query silently return fewer."""
+    may reject many; the search widens (4x at a time) until enough items pass or every vector
+    has been visited (exhaustively, once it must reach a large share of the index: an
+    approximate index need not return them all), so none of these makes a query silently
+    return fewer."""
     want = offset + k
     total = version.count + res.fresh.count
     fetch = min(want + (exclude is not None), total)
+    exhaustive = version.visits_all
     while True:
-        scores, ids = version.search(query[None, :], max(1, fetch))  # (1, fetch); id -1 = no more vectors
+        # (1, fetch); id -1 = no more vectors
+        scores, ids = version.search(query[None, :], max(1, fetch), exhaustive=exhaustive)
         best: dict[int, float] = {}
         for i, s in [*zip(ids[0].tolist(), scores[0].tolist()), *res.fresh.search(query, fetch)]:
             if i >= 0 and i != exclude and s > best.get(i, -np.inf):  # an uploaded item may be in both
@@ -45,9 +52,12 @@ def nearest_in(version: IndexVersion, res: Resources, query: np.ndarray, k: int,
         rows = res.catalog.get_many(i for i, _ in found)
         hits = [SearchHit.of(rows[i], s) for i, s in found
                 if i in rows and (keep is None or keep(rows[i].meta or {}))]
-        if len(hits) >= want or fetch >= total:
+        if len(hits) >= want or (fetch >= total and exhaustive):
             return hits[offset:want]
         fetch = min(total, fetch * 4)
+        # Once the search must reach a large share of the index, an approximate index may not get
+        # there (a graph stops short of large k, IVF probes a few lists): visit every vector instead.
+        exhaustive = exhaustive or fetch * EXHAUSTIVE_SHARE >= total
 
 
 async def search_text(res: Resources, query: str, k: int, offset: int = 0,

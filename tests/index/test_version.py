@@ -118,3 +118,21 @@ def test_a_member_list_or_tombstone_file_that_disagrees_is_refused(tmp_path):
     (path / "tombstones.npy").unlink()
     with pytest.raises(IndexVersionError, match="counts 1 tombstones"):
         open_version(path)
+
+
+@pytest.mark.parametrize("factory", ["HNSW8", "IVF8,Flat"])
+def test_an_exhaustive_search_reaches_every_live_vector(tmp_path, factory):
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(400, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = np.arange(1000, 1400)
+    index = fill(new_index(8, factory), vecs, ids)
+    dead = [3, 99] if factory.startswith("HNSW") else None
+    manifest = {**MANIFEST, "search_params": {"efSearch": 8} if dead else {"nprobe": 1}}
+    v = open_version(publish(tmp_path, index, manifest, tombstones=dead))
+    live = set(ids.tolist()) - ({1003, 1099} if dead else set())
+    _, some = v.search(vecs[:2], 400)
+    assert all(len(set(row[row >= 0].tolist())) < len(live) for row in some)  # the approximate search stops short
+    scores, every = v.search(vecs[:2], 400, exhaustive=True)
+    assert all(set(row[row >= 0].tolist()) == live for row in every) and not v.visits_all
+    assert (np.diff(scores[0][every[0] >= 0]) <= 1e-6).all()  # best first

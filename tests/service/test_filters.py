@@ -87,3 +87,22 @@ def test_every_search_form_takes_a_filter(ranked, sample_png):
                              data={"filter": "{not json"}), 422, "validation_error")
     assert_error(client.post("/v1/search/text", json={"query": "x", "filter": {"rank": {"near": 3}}}),
                  422, "validation_error")
+
+
+@pytest.mark.parametrize("factory", ["HNSW8", "IVF8,Flat"])
+def test_approximate_indexes_still_return_every_match(micro_encoder, tmp_path, factory):
+    """A graph returns fewer than k for large k and IVF probes a few lists; a selective filter must
+    still get every match (the widened search visits every vector)."""
+    rows = [{**r, "rank": i} for i, r in enumerate(sample_rows()[:400])]
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    build(BuildConfig(encoder=str(micro_encoder), source=write_manifest(tmp_path / "m.jsonl", rows),
+                      out=tmp_path / "index", database_url=url, workers=0, progress=False, factory=factory,
+                      target_recall=0.5))
+    catalog = Catalog(url)
+    with TestClient(create_app(Settings(encoder=str(micro_encoder), index=tmp_path / "index",
+                                        database_url=url))) as client:
+        for spec, k in [({"rank": {"gte": 390}}, 10), ({"rank": {"lt": 100}}, 100)]:
+            expected = _matching(catalog, compile_filter(spec))
+            hits = client.post("/v1/search/text", json={"query": "face", "k": k, "filter": spec}).json()["results"]
+            assert len(hits) == k == len(expected) and {h["id"] for h in hits} == expected
+    catalog.dispose()
