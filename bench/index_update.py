@@ -11,7 +11,9 @@ ways of publishing them are timed on the same catalog state, one after the other
 - rebuild: the same with ``rebuild=True`` (read every vector, choose, build, tune, publish).
 
 Each published version is then searched with fresh queries: recall@10 against exact search over
-the live vectors, and queries/s, so the update's speed is not bought with worse answers.
+the live vectors, and queries/s, so the update's speed is not bought with worse answers. Last, an
+untimed rebuild under ``tracemalloc`` gives the build's peak memory outside FAISS (numpy arrays,
+catalog rows) against the size of the raw vectors: a build streams them from the catalog.
 
     python bench/index_update.py [--n 200000] [--change 0.01] [--budget 1G]
 """
@@ -22,6 +24,7 @@ import argparse
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -116,13 +119,23 @@ def main() -> None:
             print(f"{how}: {published.action} in {seconds:.1f} s ({published.detail}); recall@10 "
                   f"{results[how]['recall_at_10']:.3f} at {results[how]['queries_per_second']} q/s; "
                   f"verify {'ok' if check.ok else 'MISMATCH'}")
+        # Memory of a full build outside FAISS (numpy arrays, catalog rows: what tracemalloc sees),
+        # against the raw vectors' size; untimed, as tracing slows every allocation.
+        tracemalloc.start()
+        publish_collection(catalog, out, "default", encoder, "auto", budget, rebuild=True)
+        python_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        raw = a.n * x.shape[1] * 4  # the live vectors: n - deleted + added
+        print(f"rebuild's peak Python/numpy memory: {python_peak / 2**20:.0f} MiB, "
+              f"{python_peak / raw:.2f} of the raw vectors ({raw / 2**20:.0f} MiB)")
         catalog.dispose()
 
     ratio = results["update"]["seconds"] / results["rebuild"]["seconds"]
     result = {"command": "index_update.py " + " ".join(sys.argv[1:]), "n": a.n, "dim": int(x.shape[1]),
               "changes": {"deleted": changes, "changed": changes, "added": changes}, "budget": a.budget,
               "threads": a.threads, "catalog_write_seconds": round(catalog_s, 1),
-              "first_build_seconds": round(first_s, 1), **results, "update_over_rebuild_seconds": round(ratio, 4)}
+              "first_build_seconds": round(first_s, 1), **results, "update_over_rebuild_seconds": round(ratio, 4),
+              "rebuild_python_peak_bytes": python_peak, "raw_vector_bytes": raw}
     path = save(a.name, result)
     print(f"update / rebuild time: {ratio:.3f}; wrote {path}")
 

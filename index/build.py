@@ -25,14 +25,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from sqlalchemy.engine import make_url
 from tqdm.auto import tqdm
 
 from index.catalog import Catalog, NewItem
-from index.choose import build_tuned
+from index.choose import build_from
 from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
 from index.fetch import FetchLimits
@@ -228,35 +228,52 @@ def _updatable(out: Path, collection: str, encoder: Encoder, factory: str, memor
     return current, None
 
 
-def _read_live(catalog: Catalog, collection: str, encoder: Encoder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every live (id, key, vector) of ``collection``, read chunk by chunk into arrays allocated once
-    (the vectors are the build's largest allocation: holding the chunks and their concatenation
-    would need twice as much)."""
-    n = catalog.count_live_vectors(collection, encoder.fingerprint)
-    ids, keys = np.empty(n, np.int64), np.empty(n, np.uint64)
-    vectors = np.empty((n, encoder.dim), np.float32)
-    filled, extra = 0, []
-    for part in catalog.live_entries(collection, encoder.fingerprint):
-        if part[2].shape[1] != encoder.dim:
-            raise ValueError(f"catalog vectors have dim {part[2].shape[1]}, the encoder {encoder.dim}")
-        take = min(len(part[0]), n - filled)
-        for whole, piece in zip((ids, keys, vectors), part):
-            whole[filled:filled + take] = piece[:take]
-        if take < len(part[0]):  # rows committed since the count
-            extra.append(tuple(piece[take:] for piece in part))
-        filled += take
-    if extra:
-        return tuple(np.concatenate([whole, *(e[i] for e in extra)]) for i, whole in enumerate((ids, keys, vectors)))
-    if filled == 0:
-        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
-    return ids[:filled], keys[:filled], vectors[:filled]
+class CatalogSource:
+    """The live vectors of a collection as a build reads them (``index.choose.VectorSource``):
+    streamed by id in chunks, never all in memory; ``take`` fetches a sample by position in a
+    snapshot of the ids. Records the (id, content key) of every vector it streamed last: the
+    version's member list."""
+
+    def __init__(self, catalog: Catalog, collection: str, encoder: Encoder) -> None:
+        self.catalog, self.collection, self.fingerprint, self.dim = catalog, collection, encoder.fingerprint, encoder.dim
+        self.snapshot = catalog.live_vector_ids(collection, encoder.fingerprint)
+        self.count = len(self.snapshot)
+        self._ids: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self._ids, self._keys = [], []
+        for ids, keys, vectors in self.catalog.live_entries(self.collection, self.fingerprint):
+            self._check(vectors)
+            self._ids.append(ids)
+            self._keys.append(keys)
+            yield ids, vectors
+
+    def take(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.catalog.entries_of(self.snapshot[positions].tolist(), self.fingerprint))
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        for _, _, vectors in parts:
+            self._check(vectors)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
+
+    def members(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64),
+                np.concatenate(self._keys) if self._keys else np.zeros(0, np.uint64))
+
+    def _check(self, vectors: np.ndarray) -> None:
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"catalog vectors have dim {vectors.shape[1]}, the encoder {self.dim}")
 
 
 def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str,
                    memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any]) -> Path:
     """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
-    ids, keys, vectors = _read_live(catalog, collection, encoder)
-    index, choice, tuning = build_tuned(vectors, ids, factory, memory_budget, target_recall)
+    source = CatalogSource(catalog, collection, encoder)
+    if source.count == 0:
+        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
+    index, choice, tuning = build_from(source, factory, memory_budget, target_recall)
+    ids, keys = source.members()  # what the last pass over the catalog added, in the order added
     manifest = {
         "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},
         "dim": encoder.dim,
@@ -266,7 +283,7 @@ def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encode
                    "memory_budget": memory_budget if factory == AUTO else None, **choice.params},
         "search_params": tuning["params"],
         "tuning": tuning,
-        "tuned_count": len(ids),
+        "tuned_count": int(index.ntotal),
         "collection": collection,
         "catalog": redact(catalog.url),
         **extra,

@@ -185,11 +185,11 @@ class Catalog:
         for ids, _, vectors in self.live_entries(collection, fingerprint, chunk):
             yield ids, vectors
 
-    def count_live_vectors(self, collection: str, fingerprint: str) -> int:
-        """How many rows ``live_vectors`` would yield now."""
+    def live_vector_ids(self, collection: str, fingerprint: str) -> np.ndarray:
+        """The ids (int64, sorted) ``live_vectors`` would yield now, without reading the vectors."""
         with self.sessions() as session:
-            return int(session.scalar(self._current_vectors(collection, fingerprint, func.count(Vector.item_id))
-                                      .order_by(None)))
+            rows = session.scalars(self._current_vectors(collection, fingerprint, Vector.item_id)).all()
+        return np.fromiter(rows, dtype=np.int64, count=len(rows))
 
     def live_entries(self, collection: str, fingerprint: str,
                      chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -22,12 +22,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator, Protocol
 
 import faiss
 import numpy as np
 
-from index.faiss_build import fill, new_index
+from index.faiss_build import new_index, train, training_size
 
 EXACT_BELOW = 20_000
 HNSW_M = 32
@@ -36,6 +36,8 @@ MIN_POINTS_PER_LIST = 39
 ID_BYTES = 8
 TIMING_ROUNDS = 3  # exact vs tuned search, alternated; the best of each decides whether the index pays
 TIMED_QUERIES = 100  # single-query searches per timing round
+TUNING_QUERIES = 500  # indexed vectors that tuning searches with
+TUNING_K = 10  # recall@k is what the search parameters are tuned for
 
 
 @dataclass
@@ -125,31 +127,116 @@ def without_self(neighbours: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
     return neighbours[~drop].reshape(len(neighbours), k)
 
 
+class VectorSource(Protocol):
+    """The vectors a build reads: ``count`` of them, of ``dim`` floats, streamed in one fixed order
+    by ``chunks()`` as (ids int64, vectors float32) pieces, and fetched by position in that order
+    with ``take(positions)`` (positions sorted; an item gone meanwhile may be missing)."""
+
+    count: int
+    dim: int
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def take(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class ArraySource:
+    """Vectors already in memory, as a ``VectorSource``."""
+
+    vectors: np.ndarray
+    ids: np.ndarray
+    chunk: int = 65_536
+
+    def __post_init__(self) -> None:
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        self.ids = np.ascontiguousarray(self.ids, dtype=np.int64)
+        self.count, self.dim = self.vectors.shape
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, self.count, self.chunk):
+            yield self.ids[start:start + self.chunk], self.vectors[start:start + self.chunk]
+
+    def take(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids[positions], self.vectors[positions]
+
+
+class ExactNeighbours:
+    """The exact top-``k`` ids by inner product of fixed queries, over vectors seen chunk by chunk."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries, self.k = queries, k
+        self.heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(vectors):
+            scores, positions = faiss.knn(self.queries, vectors, min(self.k, len(vectors)),
+                                          metric=faiss.METRIC_INNER_PRODUCT)
+            self.heap.add_result(scores, ids[positions])
+
+    def ids(self) -> np.ndarray:
+        self.heap.finalize()
+        return self.heap.I
+
+
+def exact_search(index: faiss.Index) -> Callable[[np.ndarray, int], Any] | None:
+    """A search over every vector that ``index`` stores at full precision, to time the index against
+    exact search without a second copy of the vectors: an HNSW graph's stored vectors, or every
+    list of an IVF-Flat index (a little slower than a flat scan: it ranks the centroids too)."""
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    if isinstance(inner, faiss.IndexHNSW):
+        storage = inner.storage
+        return lambda one, k: storage.search(one, k)
+    if isinstance(index, faiss.IndexIVFFlat):
+        params = faiss.SearchParametersIVF(nprobe=index.nlist)
+        return lambda one, k: index.search(one, k, params=params)
+    return None
+
+
 def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall: float = 0.95, k: int = 10,
          queries: int = 500, seed: int = 0, time_search: bool = True) -> dict[str, Any]:
+    """``tune_on`` with ``queries`` of the indexed vectors (in memory) as queries, their exact
+    neighbours by brute force as the truth, and brute force over them as exact search's timing."""
+    if search_parameter(index) is None or len(vectors) < 2:
+        return tune_on(index, np.zeros((0, index.d), np.float32), np.zeros(0, np.int64), None, target_recall, k)
+    source = ArraySource(vectors, ids)
+    flat = source.vectors  # exact search's database, for truth and timing
+    q, own = tuning_queries(source, queries, seed)
+    k = min(k, len(vectors) - 1)
+    _, positions = faiss.knn(q, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    exact = (lambda one, kk: faiss.knn(one, flat, kk, metric=faiss.METRIC_INNER_PRODUCT)) if time_search else None
+    return tune_on(index, q, own, source.ids[positions], target_recall, k, exact)
+
+
+def tuning_queries(source: VectorSource, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, ids) of ``queries`` indexed vectors drawn at random: the queries ``tune_on`` measures with."""
+    pick = np.sort(np.random.default_rng(seed).choice(source.count, size=min(queries, source.count), replace=False))
+    own, q = source.take(pick)
+    return np.ascontiguousarray(q, dtype=np.float32), np.asarray(own, dtype=np.int64)
+
+
+def tune_on(index: faiss.Index, q: np.ndarray, own: np.ndarray, neighbours: np.ndarray | None,
+            target_recall: float = 0.95, k: int = 10,
+            exact: Callable[[np.ndarray, int], Any] | None = None) -> dict[str, Any]:
     """Set the smallest search parameter whose recall@k reaches ``target_recall``; returns what was measured.
 
+    ``q`` are indexed vectors (ids ``own``) and ``neighbours`` their exact top-(k + 1) ids; each
+    query's own entry is left out of both answers (it is always found, and would count as a free hit).
     The values double until one reaches the target, then a bisection between it and the last
     that fell short narrows it to within 1/8 (a 1.2x overshoot of efSearch costs 1.2x the query
-    time). Unless ``time_search`` is off, also timed, one query at a time on ``TIMED_QUERIES`` of
-    the same queries, alternately and best of ``TIMING_ROUNDS``: exact search (``exact_seconds``)
-    and the index at the chosen value (``seconds``), so a caller can see whether the approximation
-    pays.
+    time). When ``exact`` (a search over every vector) is given, also timed, one query at a time on
+    ``TIMED_QUERIES`` of the queries, alternately and best of ``TIMING_ROUNDS``: exact search
+    (``exact_seconds``) and the index at the chosen value (``seconds``), so a caller can see
+    whether the approximation pays.
     """
     knob = search_parameter(index)
     if knob is None:
         return {"params": {}, "recall": 1.0, "k": k, "note": "exact index"}
     name, values = knob
-    if len(vectors) < 2:
+    if len(q) == 0 or index.ntotal < 2:
         return {"params": {}, "recall": 1.0, "k": k, "note": "a single vector: nothing to tune"}
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)
-    flat = np.ascontiguousarray(vectors, dtype=np.float32)  # exact search's database, for truth and timing
-    q = flat[pick]
-    own = ids[pick]
-    k = min(k, len(vectors) - 1)
-    _, positions = faiss.knn(q, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = without_self(ids[positions], own, k)
+    k = min(k, neighbours.shape[1] - 1)
+    truth = without_self(neighbours[:, :k + 1], own, k)
     space = faiss.ParameterSpace()
     tried: list[dict[str, Any]] = []
 
@@ -184,9 +271,9 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
     space.set_index_parameter(index, name, value)
     result = {"params": {name: value}, "recall": recall, "k": k, "target": target_recall, "queries": len(q),
               "tried": tried}
-    if not time_search:
+    if exact is None:
         return result
-    # The timings that decide whether the approximation pays (see build_tuned), in the regime the
+    # The timings that decide whether the approximation pays (see build_from), in the regime the
     # service searches in: one query at a time. (Batched, FAISS's exact search switches to BLAS and
     # its cost per query changes several-fold with the batch size: at 1M vectors, 500 queries took
     # 2x as long per query as 1000.) Exact and approximate alternate query by query; best of
@@ -198,7 +285,7 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
         for one in timed:
             one = one[None, :]
             started = time.perf_counter()
-            faiss.knn(one, flat, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+            exact(one, k + 1)
             exact_round += time.perf_counter() - started
             started = time.perf_counter()
             index.search(one, k + 1)
@@ -210,14 +297,26 @@ def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall
 
 def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budget: int,
                 target_recall: float = 0.95) -> tuple[faiss.Index, IndexChoice, dict[str, Any]]:
-    """Build and tune the index for ``vectors``: ``factory`` as given, or chosen (``"auto"``).
+    """``build_from`` over vectors in memory."""
+    return build_from(ArraySource(vectors, ids), factory, memory_budget, target_recall)
 
-    An automatic choice that, tuned to the target recall, answers no faster than exact search
-    (one query at a time, on ``TIMED_QUERIES`` of the tuning queries) is replaced by ``Flat`` when
-    that fits the budget: exact results at the same or better speed. (Data whose neighbours are hard to tell apart, e.g. many near
-    duplicates, can need so large an efSearch/nprobe that the approximation stops paying.)
+
+def build_from(source: VectorSource, factory: str, memory_budget: int, target_recall: float = 0.95,
+               seed: int = 0) -> tuple[faiss.Index, IndexChoice, dict[str, Any]]:
+    """Build and tune the index for the vectors of ``source``: ``factory`` as given, or chosen (``"auto"``).
+
+    The vectors are streamed, never all held: the training sample (IVF) and the tuning queries are
+    fetched first, then each chunk is added to the index and searched exactly by the queries, so
+    their true neighbours build up alongside. Memory: the index, the training sample, one chunk.
+
+    An automatic choice that, tuned to the target recall, answers no faster than exact search (one
+    query at a time, on ``TIMED_QUERIES`` of the tuning queries; exact search over the index's own
+    full-precision vectors, see ``exact_search``) is replaced by ``Flat`` when that fits the budget
+    (a second pass over the source): exact results at the same or better speed. (Data whose
+    neighbours are hard to tell apart, e.g. many near duplicates, can need so large an
+    efSearch/nprobe that the approximation stops paying.)
     """
-    n, dim = vectors.shape
+    n, dim = source.count, source.dim
     if factory == "auto":
         choice = choose_index(n, dim, memory_budget)
     else:
@@ -226,8 +325,19 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budge
         except ValueError:
             estimated = None
         choice = IndexChoice(factory, "given", estimated)
-    index = fill(new_index(dim, choice.factory), vectors, ids)
-    tuning = tune(index, vectors, ids, target_recall, time_search=factory == "auto")  # the timings decide only then
+    index = new_index(dim, choice.factory)
+    rng = np.random.default_rng(seed)
+    size = training_size(index, n)
+    if size:
+        train(index, source.take(np.sort(rng.choice(n, size, replace=False)))[1])
+    q, own = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+    neighbours = None
+    if search_parameter(index) is not None and n >= 2:
+        q, own = tuning_queries(source, TUNING_QUERIES, seed)
+        neighbours = ExactNeighbours(q, min(TUNING_K, n - 1) + 1)
+    fill_from(index, source, neighbours)
+    exact = exact_search(index) if factory == "auto" else None  # the timings decide only then
+    tuning = tune_on(index, q, own, neighbours.ids() if neighbours else None, target_recall, TUNING_K, exact)
     flat_bytes = estimate_bytes("Flat", n, dim)
     if (factory == "auto" and choice.factory != "Flat" and "exact_seconds" in tuning
             and tuning["seconds"] >= tuning["exact_seconds"] and flat_bytes <= memory_budget):
@@ -237,6 +347,16 @@ def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budge
                   f"{tuning['exact_seconds']:.3f} s for {tuning['timed_queries']} single-query searches): exact search")
         rejected = {"factory": choice.factory, **tuning}
         choice = IndexChoice("Flat", reason, flat_bytes, {"rejected": rejected})
-        index = fill(new_index(dim, "Flat"), vectors, ids)
+        index = fill_from(new_index(dim, "Flat"), source)
         tuning = {"params": {}, "recall": 1.0, "k": tuning["k"], "note": "exact index"}
     return index, choice, tuning
+
+
+def fill_from(index: faiss.Index, source: VectorSource, neighbours: ExactNeighbours | None = None) -> faiss.Index:
+    """Add every chunk of ``source`` to a trained ``index`` (and to ``neighbours``' exact search)."""
+    for ids, vectors in source.chunks():
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        if neighbours is not None:
+            neighbours.add(ids, vectors)
+    return index

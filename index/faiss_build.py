@@ -63,22 +63,37 @@ def _train_on_gpus(index: faiss.Index, ivf: faiss.IndexIVF, sample: np.ndarray) 
         ivf.clustering_index = None  # the GPU copy is not part of the index, nor written with it
 
 
+def training_size(index: faiss.Index, n: int) -> int:
+    """How many of ``n`` vectors to train ``index`` on: none when it needs no training, at most
+    MAX_TRAIN per list for IVF, all of them otherwise (e.g. a PCA or PQ stage)."""
+    if index.is_trained:
+        return 0
+    ivf = faiss.try_extract_index_ivf(index)
+    return min(n, MAX_TRAIN * ivf.nlist) if ivf is not None else n
+
+
+def train(index: faiss.Index, sample: np.ndarray, use_gpu: bool = True) -> None:
+    """Train ``index`` on ``sample`` (an IVF's k-means on the GPUs when ``use_gpu`` and FAISS has any)."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and use_gpu and faiss_gpus():
+        _train_on_gpus(index, ivf, sample)
+    else:
+        index.train(sample)
+
+
 def fill(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, seed: int = 0,
          use_gpu: bool = True) -> faiss.Index:
-    """Train ``index`` if it needs it (IVF: on a random sample of at most 256 vectors per list,
-    with the k-means on the GPUs when ``use_gpu`` and FAISS has any), then add ``vectors`` under ``ids``."""
+    """Train ``index`` if it needs it (on a random sample of ``training_size`` vectors), then add
+    ``vectors`` under ``ids``."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if not index.is_trained:
-        ivf = faiss.try_extract_index_ivf(index)
-        limit = MAX_TRAIN * ivf.nlist if ivf is not None else len(vectors)
+    size = training_size(index, len(vectors))
+    if size:
         sample = vectors
-        if len(vectors) > limit:
-            sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), limit, replace=False))]
-        if ivf is not None and use_gpu and faiss_gpus():
-            _train_on_gpus(index, ivf, sample)
-        else:
-            index.train(sample)
+        if size < len(vectors):
+            sample = vectors[np.sort(np.random.default_rng(seed).choice(len(vectors), size, replace=False))]
+        train(index, sample, use_gpu)
     if len(vectors):
         index.add_with_ids(vectors, ids)
     return index

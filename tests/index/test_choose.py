@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import index.choose
-from index.choose import build_tuned, choose_index, estimate_bytes, n_lists, recall_at_k, tune, without_self
+from index.choose import (ArraySource, ExactNeighbours, build_from, build_tuned, choose_index, estimate_bytes, n_lists,
+                          recall_at_k, tune, without_self)
 from index.faiss_build import fill, new_index
 
 G = 2**30
@@ -106,17 +107,17 @@ def test_an_approximation_slower_than_exact_search_falls_back_to_flat():
 def test_an_approximation_faster_than_exact_search_is_kept(monkeypatch):
     x = _clustered(index.choose.EXACT_BELOW + 1_000)
     ids = np.arange(len(x), dtype=np.int64)
-    real_tune = index.choose.tune
+    real_tune = index.choose.tune_on
 
     def faster(*args, **kwargs):
         result = real_tune(*args, **kwargs)
         return {**result, "seconds": result["exact_seconds"] / 2}  # as on a machine where the graph wins
 
-    monkeypatch.setattr(index.choose, "tune", faster)
+    monkeypatch.setattr(index.choose, "tune_on", faster)
     _, choice, tuning = build_tuned(x, ids, "auto", 4 * G, target_recall=0.9)
     assert choice.factory == "HNSW32" and set(tuning["params"]) == {"efSearch"}
     # a factory the user gave is kept whatever the timings say
-    monkeypatch.setattr(index.choose, "tune", real_tune)
+    monkeypatch.setattr(index.choose, "tune_on", real_tune)
     _, given, _ = build_tuned(x, ids, "HNSW16", 4 * G, target_recall=1.0)
     assert given.factory == "HNSW16" and given.reason == "given"
 
@@ -145,3 +146,41 @@ def test_tuning_does_not_count_the_query_finding_itself():
     counted = recall_at_k(found[:, :10], truth[:, :10])
     assert first["recall"] == pytest.approx(left_out, abs=1e-4)
     assert counted > left_out + 0.05
+
+
+def test_exact_neighbours_over_chunks_match_brute_force():
+    x = _clustered(3000)
+    ids = np.arange(len(x), dtype=np.int64) * 3 + 5
+    q = x[::97]
+    neighbours = ExactNeighbours(q, 11)
+    for start in range(0, len(x), 400):
+        neighbours.add(ids[start:start + 400], x[start:start + 400])
+    _, positions = faiss.knn(q, x, 11, metric=faiss.METRIC_INNER_PRODUCT)
+    assert (neighbours.ids() == ids[positions]).mean() > 0.99  # ties may order differently
+
+
+class CountingSource(ArraySource):
+    """An in-memory source that records the largest piece of it anyone held at once."""
+
+    largest = 0
+
+    def chunks(self):
+        for ids, vectors in super().chunks():
+            self.largest = max(self.largest, len(vectors))
+            yield ids, vectors
+
+    def take(self, positions):
+        self.largest = max(self.largest, len(positions))
+        return super().take(positions)
+
+
+def test_a_streamed_build_reads_chunks_and_matches_an_in_memory_one():
+    x = _clustered(3000)
+    ids = np.arange(len(x), dtype=np.int64) + 11
+    source = CountingSource(x, ids, chunk=250)
+    streamed, choice, tuning = build_from(source, "IVF4,Flat", 4 * G, target_recall=0.97)
+    assert source.largest == 1024 < len(x)  # the training sample (256 per list); then 250 at a time
+    whole, _, whole_tuning = build_tuned(x, ids, "IVF4,Flat", 4 * G, target_recall=0.97)
+    assert tuning["params"] == whole_tuning["params"] and tuning["recall"] == whole_tuning["recall"] >= 0.97
+    assert streamed.ntotal == whole.ntotal == len(x)
+    np.testing.assert_array_equal(streamed.search(x[:20], 10)[1], whole.search(x[:20], 10)[1])
