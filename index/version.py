@@ -168,6 +168,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -200,7 +205,8 @@ def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep
     tmp = versions / f".tmp-{name}"
     tmp.mkdir()
     try:
-        _write_file(tmp / INDEX_FILE, faiss.serialize_index(index).tobytes())
+        faiss.write_index(index, str(tmp / INDEX_FILE))  # straight to the file: no copy of the index in memory
+        _fsync_file(tmp / INDEX_FILE)
         if members is not None:
             ids, keys = members
             _write_file(tmp / MEMBERS_FILE, _saved(np.savez, ids=np.asarray(ids, dtype=np.int64),
