@@ -250,12 +250,14 @@ class CatalogSource:
             yield ids, vectors
 
     def take(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        parts = list(self.catalog.entries_of(self.snapshot[positions].tolist(), self.fingerprint))
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        for _, _, vectors in parts:
-            self._check(vectors)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
+        ids = np.empty(len(positions), np.int64)
+        vectors = np.empty((len(positions), self.dim), np.float32)  # the training sample: allocated once
+        filled = 0
+        for part_ids, _, part in self.catalog.entries_of(self.snapshot[positions].tolist(), self.fingerprint):
+            self._check(part)
+            ids[filled:filled + len(part)], vectors[filled:filled + len(part)] = part_ids, part
+            filled += len(part)
+        return ids[:filled], vectors[:filled]
 
     def members(self) -> tuple[np.ndarray, np.ndarray]:
         return (np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64),
@@ -274,6 +276,8 @@ def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encode
         raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
     index, choice, tuning = build_from(source, factory, memory_budget, target_recall)
     ids, keys = source.members()  # what the last pass over the catalog added, in the order added
+    if index.ntotal == 0:
+        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
     manifest = {
         "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},
         "dim": encoder.dim,

@@ -190,34 +190,46 @@ class Catalog:
 
     def live_vector_ids(self, collection: str, fingerprint: str) -> np.ndarray:
         """The ids (int64, sorted) ``live_vectors`` would yield now, without reading the vectors."""
+        q = self._current_vectors(collection, fingerprint, Vector.item_id).execution_options(yield_per=CHUNK)
         with self.sessions() as session:
-            rows = session.scalars(self._current_vectors(collection, fingerprint, Vector.item_id)).all()
-        return np.fromiter(rows, dtype=np.int64, count=len(rows))
+            return np.fromiter(session.scalars(q), dtype=np.int64)
 
     def live_entries(self, collection: str, fingerprint: str,
                      chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """``live_vectors`` with each vector's content key (uint64, see ``content_key``), read in the same
-        query, so a key always describes the vector it comes with."""
-        q = self._current_vectors(collection, fingerprint, Vector.item_id, Vector.content_hash,
-                                  Vector.vector).execution_options(yield_per=chunk)
-        with self.sessions() as session:
-            for part in session.execute(q).partitions(chunk):
-                yield _entries(part)
+        query, so a key always describes the vector it comes with.
+
+        Each chunk is its own short read (the ids after the last chunk's), so a caller that takes
+        minutes over every chunk (a FAISS build) holds no transaction open meanwhile: none for
+        PostgreSQL's idle-in-transaction timeout to end, nothing to keep SQLite's WAL from
+        checkpointing. Rows committed meanwhile are seen if their id is still ahead."""
+        after = None
+        while True:
+            q = self._current_vectors(collection, fingerprint, Vector.item_id, Vector.content_hash, Vector.vector)
+            if after is not None:
+                q = q.where(Vector.item_id > after)
+            with self.sessions() as session:
+                rows = session.execute(q.limit(chunk)).all()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield _entries(rows)
 
     def entries_of(self, ids: Sequence[int], fingerprint: str,
                    chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(ids, keys, vectors) chunks of the current vectors of those ``ids`` that are live and have one."""
+        """(ids, keys, vectors) chunks of the current vectors of those ``ids`` that are live and have one
+        (each chunk its own short read, as in ``live_entries``)."""
         ids = [int(i) for i in ids]
-        with self.sessions() as session:
-            for start in range(0, len(ids), chunk):
-                q = (select(Vector.item_id, Vector.content_hash, Vector.vector)
-                     .join(Item, Item.id == Vector.item_id)
-                     .where(Vector.item_id.in_(ids[start:start + chunk]), Vector.fingerprint == fingerprint,
-                            Item.deleted_at.is_(None), Vector.content_hash == Item.content_hash)
-                     .order_by(Vector.item_id))
+        for start in range(0, len(ids), chunk):
+            q = (select(Vector.item_id, Vector.content_hash, Vector.vector)
+                 .join(Item, Item.id == Vector.item_id)
+                 .where(Vector.item_id.in_(ids[start:start + chunk]), Vector.fingerprint == fingerprint,
+                        Item.deleted_at.is_(None), Vector.content_hash == Item.content_hash)
+                 .order_by(Vector.item_id))
+            with self.sessions() as session:
                 part = session.execute(q).all()
-                if part:
-                    yield _entries(part)
+            if part:
+                yield _entries(part)
 
     def live_keys(self, collection: str, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64, content keys uint64), sorted by id, of every item ``live_vectors`` would yield;
@@ -323,6 +335,9 @@ def content_key(content_hash: str) -> int:
 
 def _entries(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(item_id, content_hash, vector bytes) rows -> (ids, keys, vectors)."""
+    sizes = {len(r[2]) for r in rows}
+    if len(sizes) != 1:
+        raise ValueError(f"stored vectors of different sizes ({sorted(sizes)} bytes) under one encoder fingerprint")
     vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), -1)
     return (np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
             np.fromiter((content_key(r[1]) for r in rows), dtype=np.uint64, count=len(rows)),

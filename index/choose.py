@@ -38,6 +38,7 @@ TIMING_ROUNDS = 3  # exact vs tuned search, alternated; the best of each decides
 TIMED_QUERIES = 100  # single-query searches per timing round
 TUNING_QUERIES = 500  # indexed vectors that tuning searches with
 TUNING_K = 10  # recall@k is what the search parameters are tuned for
+TIMING_SAMPLE = 262_144  # vectors of the training sample that time exact search for IVF (then scaled)
 
 
 @dataclass
@@ -181,15 +182,12 @@ class ExactNeighbours:
 
 def exact_search(index: faiss.Index) -> Callable[[np.ndarray, int], Any] | None:
     """A search over every vector that ``index`` stores at full precision, to time the index against
-    exact search without a second copy of the vectors: an HNSW graph's stored vectors, or every
-    list of an IVF-Flat index (a little slower than a flat scan: it ranks the centroids too)."""
+    exact search without a second copy of the vectors: an HNSW graph's stored vectors (None for
+    other kinds; ``build_from`` then times brute force over the training sample, scaled)."""
     inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     if isinstance(inner, faiss.IndexHNSW):
         storage = inner.storage
         return lambda one, k: storage.search(one, k)
-    if isinstance(index, faiss.IndexIVFFlat):
-        params = faiss.SearchParametersIVF(nprobe=index.nlist)
-        return lambda one, k: index.search(one, k, params=params)
     return None
 
 
@@ -217,7 +215,7 @@ def tuning_queries(source: VectorSource, queries: int, seed: int = 0) -> tuple[n
 
 def tune_on(index: faiss.Index, q: np.ndarray, own: np.ndarray, neighbours: np.ndarray | None,
             target_recall: float = 0.95, k: int = 10,
-            exact: Callable[[np.ndarray, int], Any] | None = None) -> dict[str, Any]:
+            exact: Callable[[np.ndarray, int], Any] | None = None, exact_scale: float = 1.0) -> dict[str, Any]:
     """Set the smallest search parameter whose recall@k reaches ``target_recall``; returns what was measured.
 
     ``q`` are indexed vectors (ids ``own``) and ``neighbours`` their exact top-(k + 1) ids; each
@@ -226,8 +224,9 @@ def tune_on(index: faiss.Index, q: np.ndarray, own: np.ndarray, neighbours: np.n
     that fell short narrows it to within 1/8 (a 1.2x overshoot of efSearch costs 1.2x the query
     time). When ``exact`` (a search over every vector) is given, also timed, one query at a time on
     ``TIMED_QUERIES`` of the queries, alternately and best of ``TIMING_ROUNDS``: exact search
-    (``exact_seconds``) and the index at the chosen value (``seconds``), so a caller can see
-    whether the approximation pays.
+    (``exact_seconds``, multiplied by ``exact_scale`` when ``exact`` scans only part of the
+    vectors) and the index at the chosen value (``seconds``), so a caller can see whether the
+    approximation pays.
     """
     knob = search_parameter(index)
     if knob is None:
@@ -291,8 +290,8 @@ def tune_on(index: faiss.Index, q: np.ndarray, own: np.ndarray, neighbours: np.n
             index.search(one, k + 1)
             approximate_round += time.perf_counter() - started
         exact_seconds, seconds = min(exact_seconds, exact_round), min(seconds, approximate_round)
-    return {**result, "seconds": seconds, "exact_seconds": exact_seconds, "timed_queries": len(timed),
-            "timing_rounds": TIMING_ROUNDS}
+    return {**result, "seconds": seconds, "exact_seconds": exact_seconds * exact_scale, "timed_queries": len(timed),
+            "timing_rounds": TIMING_ROUNDS, **({"exact_scale": exact_scale} if exact_scale != 1.0 else {})}
 
 
 def build_tuned(vectors: np.ndarray, ids: np.ndarray, factory: str, memory_budget: int,
@@ -311,7 +310,8 @@ def build_from(source: VectorSource, factory: str, memory_budget: int, target_re
 
     An automatic choice that, tuned to the target recall, answers no faster than exact search (one
     query at a time, on ``TIMED_QUERIES`` of the tuning queries; exact search over the index's own
-    full-precision vectors, see ``exact_search``) is replaced by ``Flat`` when that fits the budget
+    full-precision vectors, see ``exact_search``, or brute force over up to ``TIMING_SAMPLE`` of the
+    training sample, scaled to every vector) is replaced by ``Flat`` when that fits the budget
     (a second pass over the source): exact results at the same or better speed. (Data whose
     neighbours are hard to tell apart, e.g. many near duplicates, can need so large an
     efSearch/nprobe that the approximation stops paying.)
@@ -328,16 +328,27 @@ def build_from(source: VectorSource, factory: str, memory_budget: int, target_re
     index = new_index(dim, choice.factory)
     rng = np.random.default_rng(seed)
     size = training_size(index, n)
+    sample = None
     if size:
-        train(index, source.take(np.sort(rng.choice(n, size, replace=False)))[1])
+        sample = source.take(np.sort(rng.choice(n, size, replace=False)))[1]
+        train(index, sample)
     q, own = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
     neighbours = None
     if search_parameter(index) is not None and n >= 2:
         q, own = tuning_queries(source, TUNING_QUERIES, seed)
         neighbours = ExactNeighbours(q, min(TUNING_K, n - 1) + 1)
     fill_from(index, source, neighbours)
-    exact = exact_search(index) if factory == "auto" else None  # the timings decide only then
-    tuning = tune_on(index, q, own, neighbours.ids() if neighbours else None, target_recall, TUNING_K, exact)
+    exact, scale = None, 1.0
+    if factory == "auto":  # the timings decide only then
+        exact = exact_search(index)
+        if exact is None and sample is not None and len(sample):
+            # brute force over part of the training sample, scaled to every vector: a scan's cost is
+            # linear in the vectors, and TIMING_SAMPLE of them is already past the CPU's caches
+            reference = np.array(sample[:TIMING_SAMPLE])  # a copy: the rest of the sample is freed
+            exact = lambda one, kk: faiss.knn(one, reference, kk, metric=faiss.METRIC_INNER_PRODUCT)  # noqa: E731
+            scale = index.ntotal / len(reference)
+    del sample
+    tuning = tune_on(index, q, own, neighbours.ids() if neighbours else None, target_recall, TUNING_K, exact, scale)
     flat_bytes = estimate_bytes("Flat", n, dim)
     if (factory == "auto" and choice.factory != "Flat" and "exact_seconds" in tuning
             and tuning["seconds"] >= tuning["exact_seconds"] and flat_bytes <= memory_budget):

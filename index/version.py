@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import io
 import json
 import os
 import secrets
@@ -31,7 +30,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import faiss
 import numpy as np
@@ -115,15 +114,17 @@ class IndexVersion:
 
         An approximate index may leave out vectors it does not reach (an HNSW graph returns fewer
         than ``k`` when ``k`` is large; IVF probes only ``nprobe`` lists). ``exhaustive`` visits
-        every live vector: the graph's stored vectors searched exactly, or every inverted list."""
+        every live vector: the graph's stored vectors searched exactly, or every inverted list
+        (also under an id map or a PCA/OPQ transform); other index kinds search as usual."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (Q, {self.dim}), got {queries.shape}")
         inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
-        if exhaustive and isinstance(self.index, faiss.IndexIVF):
-            return self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=self.index.nlist))
         if exhaustive and isinstance(inner, faiss.IndexHNSW):
             return self._by_position(inner.storage, queries, k)
+        every_list = _every_list(self.index) if exhaustive else None
+        if every_list is not None and self._search_params is None:
+            return self.index.search(queries, k, params=every_list)
         if self._search_params is None:
             return self.index.search(queries, k)
         return self._by_position(inner, queries, k)
@@ -148,6 +149,20 @@ class IndexVersion:
             )
 
 
+def _every_list(index: faiss.Index) -> faiss.SearchParameters | None:
+    """Search parameters that make the IVF inside ``index`` probe all its lists (through id maps and
+    transforms, which hand their parameters down), or None when there is no IVF to open up."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(nprobe=index.nlist)
+    if hasattr(index, "id_map"):
+        return _every_list(index.index)
+    if isinstance(index, faiss.IndexPreTransform):
+        inner = _every_list(index.index)
+        return faiss.SearchParametersPreTransform(index_params=inner) if inner is not None else None
+    return None
+
+
 def stored_ids(index: faiss.Index) -> np.ndarray:
     """The ids held by an IDMap/IDMap2 or IVF index."""
     if hasattr(index, "id_map"):
@@ -168,23 +183,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes | Callable[[BinaryIO], Any]) -> None:
+    """Write ``data`` (bytes, or a function that writes into the open file) to ``path`` and fsync it."""
     with open(path, "wb") as f:
-        f.write(data)
+        if callable(data):
+            data(f)
+        else:
+            f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _saved(save: Any, *args: Any, **kwargs: Any) -> bytes:
-    """What ``np.save``/``np.savez`` would write to a file, as bytes."""
-    buf = io.BytesIO()
-    save(buf, *args, **kwargs)
-    return buf.getvalue()
 
 
 def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep: int = 5,
@@ -205,14 +212,14 @@ def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep
     tmp = versions / f".tmp-{name}"
     tmp.mkdir()
     try:
-        faiss.write_index(index, str(tmp / INDEX_FILE))  # straight to the file: no copy of the index in memory
-        _fsync_file(tmp / INDEX_FILE)
+        # each streamed into its file (no copy in memory); write errors raise
+        _write_file(tmp / INDEX_FILE, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
         if members is not None:
             ids, keys = members
-            _write_file(tmp / MEMBERS_FILE, _saved(np.savez, ids=np.asarray(ids, dtype=np.int64),
-                                                   keys=np.asarray(keys, dtype=np.uint64)))
+            _write_file(tmp / MEMBERS_FILE, lambda f: np.savez(f, ids=np.asarray(ids, dtype=np.int64),
+                                                               keys=np.asarray(keys, dtype=np.uint64)))
         if len(dead):
-            _write_file(tmp / TOMBSTONES_FILE, _saved(np.save, dead))
+            _write_file(tmp / TOMBSTONES_FILE, lambda f: np.save(f, dead))
         _write_file(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
         _fsync_dir(tmp)
         final = versions / name

@@ -128,3 +128,22 @@ def test_a_source_twice_in_one_batch_keeps_its_last_occurrence(catalog):
     live = dict(zip(parts[0][0].tolist(), parts[0][1]))
     assert sorted(live) == sorted({ids[0], ids[1]})
     np.testing.assert_array_equal(live[ids[0]], _vectors(3)[2])
+
+
+def test_streamed_entries_come_in_short_reads_by_id_and_refuse_mixed_sizes(tmp_path):
+    catalog = Catalog(f"sqlite:///{tmp_path / 'c.db'}")
+    catalog.migrate()
+    vectors = _vectors(10)
+    ids = catalog.write_batch("c", "fp", [NewItem(f"/v/{i}", f"h{i}", {}) for i in range(10)], vectors)
+    chunks = list(catalog.live_entries("c", "fp", chunk=3))
+    assert [len(c[0]) for c in chunks] == [3, 3, 3, 1]
+    assert np.concatenate([c[0] for c in chunks]).tolist() == sorted(ids)
+    np.testing.assert_array_equal(np.concatenate([c[2] for c in chunks]), vectors[np.argsort(ids)])
+    assert catalog.live_vector_ids("c", "fp").tolist() == sorted(ids)
+    (got, _, got_vectors), = catalog.entries_of([ids[4], ids[1], 999], "fp")
+    assert got.tolist() == sorted([ids[4], ids[1]]) and got_vectors.flags.writeable
+    with catalog.engine.begin() as conn:  # one vector stored with another length, as corruption would
+        conn.exec_driver_sql("UPDATE vectors SET vector = substr(vector, 1, 8) WHERE item_id = ?", (ids[2],))
+    with pytest.raises(ValueError, match="different sizes"):
+        list(catalog.live_entries("c", "fp"))
+    catalog.dispose()

@@ -242,3 +242,20 @@ def test_cli_compact_rebuilds_the_current_version(catalog, encoder, micro_encode
     v = open_current(out)
     assert len(v.tombstones) == 0 and v.count == v.index.ntotal == 90 and v.manifest["factory"] == "HNSW16"
     assert verify(out, catalog.url).ok
+
+
+def test_a_build_that_falls_back_to_flat_records_the_members_of_its_second_pass(catalog, encoder, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setattr(choose, "EXACT_BELOW", 100)  # HNSW32 is chosen at 300 items ...
+    real = choose.tune_on
+
+    def slow(*args, **kwargs):  # ... and searches no faster than exact search
+        result = real(*args, **kwargs)
+        return {**result, "seconds": result["exact_seconds"] * 2} if "exact_seconds" in result else result
+
+    monkeypatch.setattr(choose, "tune_on", slow)
+    _put(catalog, encoder, [f"img{i}" for i in range(300)], seed=0)
+    _publish(catalog, encoder, tmp_path / "index", "auto")
+    v = open_current(tmp_path / "index")
+    assert v.manifest["factory"] == "Flat" and v.manifest["choice"]["rejected"]["factory"] == "HNSW32"
+    assert v.members()[0].tolist() == v.ids().tolist() and verify(tmp_path / "index", catalog.url).ok

@@ -136,3 +136,14 @@ def test_an_exhaustive_search_reaches_every_live_vector(tmp_path, factory):
     scores, every = v.search(vecs[:2], 400, exhaustive=True)
     assert all(set(row[row >= 0].tolist()) == live for row in every) and not v.visits_all
     assert (np.diff(scores[0][every[0] >= 0]) <= 1e-6).all()  # best first
+
+
+@pytest.mark.parametrize("factory", ["PCA8,IVF8,Flat", "IDMap2,IVF8,Flat"])
+def test_an_exhaustive_search_opens_every_list_under_id_maps_and_transforms(tmp_path, factory):
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(800, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    index = fill(new_index(16, factory), vecs, np.arange(800))
+    v = open_version(publish(tmp_path, index, {**MANIFEST, "dim": 16, "search_params": {"nprobe": 1}}))
+    assert (v.search(vecs[:2], 800)[1] >= 0).sum(axis=1).max() < 800
+    assert ((v.search(vecs[:2], 800, exhaustive=True)[1] >= 0).sum(axis=1) == 800).all()
