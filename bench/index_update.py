@@ -79,7 +79,7 @@ def main() -> None:
         catalog_s = time.perf_counter() - started
         out = tmp / "index"
         started = time.perf_counter()
-        first = publish_collection(catalog, out, "default", encoder, "auto", budget)
+        publish_collection(catalog, out, "default", encoder, "auto", budget)
         first_s = time.perf_counter() - started
         print(f"{a.n} vectors: catalog written in {catalog_s:.0f} s, first build {first_s:.0f} s "
               f"({open_current(out).manifest['factory']})")
