@@ -69,6 +69,16 @@ def vectors(n: int, queries: int, encoder_spec: str, sigma: float, seed: int = 0
     return perturbed(n), perturbed(queries)
 
 
+def vector_arguments(p: argparse.ArgumentParser, n: int, name: str) -> None:
+    """The options of a bench over ``vectors()``: how many, queries, budget, perturbation, threads, result name."""
+    p.add_argument("--n", type=int, default=n)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--budget", default="1G", help="memory budget of the index")
+    p.add_argument("--sigma", type=float, default=0.05, help="perturbation per coordinate")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--name", default=name, help="bench/results/NAME.json")
+
+
 def recall_at_speed(curve: list[dict], qps: float) -> float | None:
     """Recall@10 of our index at ``qps`` queries/s: linear in log(q/s) between the two curve points around it."""
     points = sorted((c["queries_per_second"], c["recall_at_10"]) for c in curve)
@@ -80,15 +90,10 @@ def recall_at_speed(curve: list[dict], qps: float) -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--budget", default="1G", help="memory budget of the index, for both")
+    vector_arguments(p, n=1_000_000, name="index_choice_cpu")
     p.add_argument("--target-recall", type=float, default=0.95)
-    p.add_argument("--sigma", type=float, default=0.05, help="perturbation per coordinate")
     p.add_argument("--encoder", default=None)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--autofaiss-python", default=None, help="python of a venv with autofaiss (skipped when absent)")
-    p.add_argument("--name", default="index_choice_cpu")
     a = p.parse_args()
 
     import faiss

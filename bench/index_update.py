@@ -30,20 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from common import REPO, random_encoder, save
-from index_choice import vectors
+from index_choice import vector_arguments, vectors
 
 sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=200_000)
+    vector_arguments(p, n=200_000, name="index_update_cpu")
     p.add_argument("--change", type=float, default=0.01, help="fraction deleted, and as many changed and added")
-    p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--budget", default="1G")
-    p.add_argument("--sigma", type=float, default=0.05, help="perturbation per coordinate")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--name", default="index_update_cpu")
     a = p.parse_args()
 
     import faiss

@@ -178,7 +178,7 @@ def _main(argv: list[str] | None) -> int:
         from index.version import open_current, read_manifest
         from training.encoder import load_encoder
 
-        current = open_current(args.out)
+        current = open_current(args.out, mmap=True)  # for its manifest: the rebuild reads the catalog
         catalog = Catalog(args.database_url or default_database_url(args.out))
         try:
             published = republish(catalog, args.out, load_encoder(args.encoder), current, args.keep_versions,

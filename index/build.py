@@ -176,29 +176,29 @@ def _publish_locked(catalog: Catalog, out: Path, collection: str, encoder: Encod
                     memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any] | None,
                     rebuild: bool) -> Publication:
     started = time.perf_counter()
+    # opened for this update alone (the served version is another object): ``apply`` changes it in place
     current, reason = _updatable(out, collection, encoder, factory, memory_budget, target_recall)
     if rebuild:
         reason = "a rebuild was asked for"
     if reason is None:
-        live_ids, live_keys = catalog.live_keys(collection, encoder.fingerprint)
-        change = diff(current, live_ids, live_keys)
+        change = diff(current, *catalog.live_keys(collection, encoder.fingerprint))
         reason = rebuild_reason(current, change, memory_budget if factory == AUTO else None)
-        if reason is None and change.empty:
-            return Publication(current.path, "unchanged", f"{current.name} matches the catalog")
-        if reason is None:
-            updated = apply(current, change, catalog)
-            detail = f"+{updated.added} -{updated.removed} on {current.name}"
-            manifest = {key: value for key, value in current.manifest.items() if key not in REBUILT_ONLY}
-            manifest.update({"catalog": redact(catalog.url), **(extra or {}),
-                             "update": {"base": current.name, "added": updated.added, "removed": updated.removed,
-                                        "seconds": round(time.perf_counter() - started, 3)}})
-            path = publish(out, updated.index, manifest, keep=keep, members=(updated.ids, updated.keys),
-                           tombstones=updated.tombstones)
-            log.info("updated index version %s -> %s (%s)", current.name, path.name, detail)
-            return Publication(path, "updated", detail)
-    log.info("building a new index for collection %r: %s", collection, reason)
-    return Publication(_build_version(catalog, out, collection, encoder, factory, memory_budget, target_recall,
-                                      keep, {**(extra or {}), "built_because": reason}), "built", reason)
+    if reason is None and change.empty:
+        return Publication(current.path, "unchanged", f"{current.name} matches the catalog")
+    if reason is not None:
+        log.info("building a new index for collection %r: %s", collection, reason)
+        return Publication(_build_version(catalog, out, collection, encoder, factory, memory_budget, target_recall,
+                                          keep, {**(extra or {}), "built_because": reason}), "built", reason)
+    updated = apply(current, change, catalog)
+    detail = f"+{updated.added} -{updated.removed} on {current.name}"
+    manifest = {key: value for key, value in current.manifest.items() if key not in REBUILT_ONLY}
+    manifest.update({"catalog": redact(catalog.url), **(extra or {}),
+                     "update": {"base": current.name, "added": updated.added, "removed": updated.removed,
+                                "seconds": round(time.perf_counter() - started, 3)}})
+    path = publish(out, updated.index, manifest, keep=keep, members=(updated.ids, updated.keys),
+                   tombstones=updated.tombstones)
+    log.info("updated index version %s -> %s (%s)", current.name, path.name, detail)
+    return Publication(path, "updated", detail)
 
 
 REBUILT_ONLY = ("update", "built_because", "source", "failures")  # what an update does not inherit
@@ -272,12 +272,13 @@ def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encode
                    memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any]) -> Path:
     """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
     source = CatalogSource(catalog, collection, encoder)
+    nothing = f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}"
     if source.count == 0:
-        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
+        raise ValueError(nothing)
     index, choice, tuning = build_from(source, factory, memory_budget, target_recall)
+    if index.ntotal == 0:  # all deleted between the count and the read
+        raise ValueError(nothing)
     ids, keys = source.members()  # what the last pass over the catalog added, in the order added
-    if index.ntotal == 0:
-        raise ValueError(f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}")
     manifest = {
         "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},
         "dim": encoder.dim,
@@ -342,7 +343,7 @@ def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder,
                  keep: int = 5) -> tuple[list[int], Publication]:
     """Delete items (hidden from the catalog at once) and publish a version without their vectors,
     with the current version's index choice (an update of it, or a rebuild when they pile up)."""
-    current = open_current(out)
+    current = open_current(out, mmap=True)  # for its manifest: publishing opens the version it updates
     current.check_encoder(encoder.fingerprint)
     catalog = Catalog(database_url)
     try:

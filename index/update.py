@@ -32,7 +32,7 @@ import numpy as np
 
 from index.catalog import Catalog
 from index.choose import choose_index
-from index.version import INDEX_FILE, IndexVersion
+from index.version import IndexVersion
 
 COMPACT_DEAD = 0.2  # tombstones / stored vectors above which an update rebuilds instead
 RETUNE_FACTOR = 2.0  # live count / tuned-for count (either way) above which an update rebuilds instead
@@ -61,12 +61,17 @@ class Diff:
         return not (len(self.add) or len(self.remove))
 
 
-def alive_members(version: IndexVersion) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, keys) of the version's stored vectors that count (tombstones left out)."""
+def members_of(version: IndexVersion) -> tuple[np.ndarray, np.ndarray]:
+    """The version's member list (see ``IndexVersion.members``); an error when it has none."""
     members = version.members()
     if members is None:
         raise ValueError(f"index version {version.name} has no member list")
-    ids, keys = members
+    return members
+
+
+def alive_members(version: IndexVersion) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, keys) of the version's stored vectors that count (tombstones left out)."""
+    ids, keys = members_of(version)
     return np.delete(ids, version.tombstones), np.delete(keys, version.tombstones)
 
 
@@ -147,15 +152,13 @@ class Updated:
 
 
 def apply(version: IndexVersion, change: Diff, catalog: Catalog) -> Updated:
-    """``change`` applied to a fresh copy of ``version``'s index (the served one is never touched).
+    """``change`` applied to ``version``'s index, **in place**: pass a version opened for the update
+    (as ``index.build`` does, under the publish lock), never one that is being served.
 
     New vectors are read from the catalog as they are now: an item deleted since the diff is not
     added (its old vector still goes), one changed since comes with its newest vector and key."""
-    index = faiss.read_index(str(version.path / INDEX_FILE))
-    members = version.members()
-    if members is None:
-        raise ValueError(f"index version {version.name} has no member list")
-    ids, keys = members
+    index = version.index
+    ids, keys = members_of(version)
     dead = version.tombstones
     if len(change.remove):
         if update_mode(index) == "remove":

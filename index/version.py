@@ -61,6 +61,7 @@ class IndexVersion:
     index: faiss.Index
     tombstones: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # dead storage positions
     _search_params: Any = field(default=None, init=False, repr=False)
+    _members: tuple[np.ndarray, np.ndarray] | tuple[()] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.tombstones):
@@ -96,12 +97,14 @@ class IndexVersion:
 
     def members(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids, content keys) of every stored vector, in storage order for IDMap indexes (tombstoned ones
-        included); None for a version written before member lists were kept."""
-        try:
-            with np.load(self.path / MEMBERS_FILE) as data:
-                return data["ids"], data["keys"]
-        except FileNotFoundError:
-            return None
+        included); None for a version written before member lists were kept. Read once, then kept."""
+        if self._members is None:
+            try:
+                with np.load(self.path / MEMBERS_FILE) as data:
+                    self._members = (data["ids"], data["keys"])
+            except FileNotFoundError:
+                self._members = ()
+        return self._members or None
 
     @property
     def visits_all(self) -> bool:
