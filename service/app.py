@@ -16,7 +16,7 @@ from service.timeout import TimeoutMiddleware
 from service.errors import install_error_handlers
 from service.keys import RateLimiter
 from service.observability import install_observability
-from service.routes import classify, health, items, search
+from service.routes import about, classify, health, items, search
 from service.routes import collections as collections_routes
 from service.schemas import API_PREFIX, ErrorResponse
 from service.settings import Settings
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
     metrics = install_observability(app)  # outermost: times and ids every response, errors included
-    for router in (search.router, classify.router, items.router, collections_routes.router):
+    for router in (search.router, classify.router, items.router, collections_routes.router, about.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     mount_web(app)
