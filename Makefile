@@ -30,7 +30,7 @@ endif
 # where there is one, and it is the one the tests were run against.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-dev demo train index serve test clean
+.PHONY: install install-dev demo train index serve test clean device-wheels
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ demo: index
 
 test: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The wheels that bench/device_check.sh needs on the GPU machine (Python 3.12, no package index), into .whl/
+device-wheels:
+	bench/device_wheels.sh .whl
 
 clean:
 	rm -rf $(DATA) .pytest_cache

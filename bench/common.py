@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+# LOOKALIKE_BENCH_RESULTS: another folder for the results (bench/device_check.sh collects them there)
+RESULTS = Path(os.environ.get("LOOKALIKE_BENCH_RESULTS", REPO / "bench" / "results"))
 SHARED = Path(os.environ.get("LOOKALIKE_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

@@ -128,6 +128,7 @@ def main() -> None:
     p.add_argument("--requests-per-client", type=int, default=20)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--limit", type=int, default=0, help="index only this many images (0: all)")
+    p.add_argument("--device", default="cpu", help="torch device of the encoder, in the server and in-process")
     p.add_argument("--name", default="service_cpu")
     a = p.parse_args()
 
@@ -151,10 +152,10 @@ def main() -> None:
         spec = a.encoder or str(random_encoder(a.model, tmp / "encoder.safetensors"))
         url = f"sqlite:///{tmp / 'catalog.db'}"
         build(BuildConfig(encoder=spec, source=write_jsonl(tmp / "m.jsonl", rows), out=tmp / "index",
-                          database_url=url, progress=False))
+                          database_url=url, device=a.device, progress=False))
 
         # in-process: the calls the service makes for one query
-        encoder, version, catalog = load_encoder(spec), open_current(tmp / "index"), Catalog(url)
+        encoder, version, catalog = load_encoder(spec, a.device), open_current(tmp / "index"), Catalog(url)
 
         def local_text(i):
             v = encoder.encode_texts([queries[i]])
@@ -169,7 +170,7 @@ def main() -> None:
         local_text(0), local_image(0)  # warm-up
         local = {"text": [], "image": []}
 
-        with server(spec, tmp / "index", url) as base, httpx.Client(base_url=base, timeout=60) as http:
+        with server(spec, tmp / "index", url, device=a.device) as base, httpx.Client(base_url=base, timeout=60) as http:
             def http_text(i):
                 http.post("/v1/search/text", json={"query": queries[i], "k": a.k}).raise_for_status()
 
@@ -199,7 +200,7 @@ def main() -> None:
 
         throughput = {}
         for label, max_batch in (("batched", "32"), ("unbatched", "1")):
-            with server(spec, tmp / "index", url, max_batch=max_batch) as base:
+            with server(spec, tmp / "index", url, max_batch=max_batch, device=a.device) as base:
                 errors: list[str] = []
 
                 def client(c):
@@ -232,7 +233,7 @@ def main() -> None:
                for kind in ("text", "image")}
     result = {
         "command": "service.py " + " ".join(sys.argv[1:]),
-        "model": a.model, "images": len(rows), "data": str(root), "encoder": a.encoder or f"random {a.model}", "k": a.k,
+        "model": a.model, "device": a.device, "images": len(rows), "data": str(root), "encoder": a.encoder or f"random {a.model}", "k": a.k,
         "torch_threads": THREADS,
         "latency": latency,
         "throughput_rps": {**throughput, "clients": a.clients, "ratio": throughput["batched"] / throughput["unbatched"]},

@@ -2,6 +2,7 @@
 
 Limits are checked from the header before any pixel is decoded, so a
 decompression bomb costs a few bytes of reading, not gigabytes of memory.
+Whatever Pillow raises on a damaged file becomes ``BadImage``: a file may come from anyone.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def open_image(source: str | Path | bytes, limits: DecodeLimits = DecodeLimits()
                 raise BadImage("not_an_image", "the data is not an image format we can read") from None
             except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
                 raise BadImage("too_many_pixels", str(exc)) from None
+            except Exception as exc:  # a plugin choking on a damaged header: struct.error, SyntaxError, ...
+                raise BadImage("corrupt", f"the image header could not be read ({type(exc).__name__})") from None
             pixels = image.width * image.height
             if pixels > limits.max_pixels:
                 raise BadImage(
@@ -62,8 +65,10 @@ def open_image(source: str | Path | bytes, limits: DecodeLimits = DecodeLimits()
                 image.seek(0)  # first frame of GIF/TIFF/WebP animations
                 image.load()
                 image = ImageOps.exif_transpose(image)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-                raise BadImage("corrupt", f"the image could not be decoded ({exc})") from None
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # a frame larger than the header
+                raise BadImage("too_many_pixels", str(exc)) from None
+            except Exception as exc:  # whatever a decoder raises on damaged data (OSError, SyntaxError, EOFError, ...)
+                raise BadImage("corrupt", f"the image could not be decoded ({str(exc)[:200] or type(exc).__name__})") from None
             return image
     finally:
         fp.close()

@@ -55,6 +55,13 @@ def _settings_problem(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def uvicorn_limits(settings) -> dict:
+    """What uvicorn bounds per connection: idle keep-alive time, connections and requests at once
+    (past them, uvicorn's own 503), and the size of a request's head while it is parsed."""
+    return {"timeout_keep_alive": settings.keep_alive_timeout, "limit_concurrency": settings.max_connections,
+            "h11_max_incomplete_event_size": 64 * 1024, "timeout_graceful_shutdown": 10}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["keys"]:
@@ -87,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from service.header_timeout import protocol_with_header_timeout
+
     try:
         uvicorn.run(create_app(settings, resources=loaded[0], collections=collections), host=settings.host,
                     port=settings.port, log_level=settings.log_level,
-                    access_log=False)  # every request is logged once already, as JSON with its request id
+                    access_log=False,  # every request is logged once already, as JSON with its request id
+                    **uvicorn_limits(settings), http=protocol_with_header_timeout(settings.header_timeout))
     finally:
         for res in loaded:
             res.close()

@@ -11,11 +11,12 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.body_limit import BodyLimitMiddleware
-from service.timeout import TimeoutMiddleware
+from service.body_limit import BodyLimitMiddleware, JsonLimitMiddleware
+from service.timeout import ConcurrencyLimitMiddleware, TimeoutMiddleware
 from service.errors import install_error_handlers
 from service.keys import RateLimiter
 from service.observability import install_observability
+from service.openapi import install_openapi
 from service.routes import about, classify, health, items, search
 from service.routes import collections as collections_routes
 from service.schemas import API_PREFIX, ErrorResponse
@@ -113,17 +114,25 @@ def create_app(settings: Settings | None = None, *, resources: Resources | None 
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={404: {"model": ErrorResponse, "description": "`not_found`"}},
+        # multipart parsing stops at what a request can use: one file, the labels and templates, and text
+        # fields no longer than a JSON field may be (UTF-8: at most 4 bytes a character)
+        form_limits={"max_files": 1, "max_fields": settings.max_labels + settings.max_templates + 8,
+                     "max_part_size": 4 * max(settings.max_filter_chars, settings.max_text_chars)},
     )
     app.state.settings = settings
     app.state.resources = None
     app.state.collections = {}
     app.state.rate_limiter = RateLimiter()
     install_error_handlers(app)
+    # innermost first: JSON shape <- body size <- time <- requests in flight <- metrics and request ids
+    app.add_middleware(JsonLimitMiddleware, settings=settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests)
     metrics = install_observability(app)  # outermost: times and ids every response, errors included
     for router in (search.router, classify.router, items.router, collections_routes.router, about.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     mount_web(app)
+    install_openapi(app, settings)
     return app

@@ -1,16 +1,26 @@
-"""A cap on request bodies, so that a huge upload is refused before it is spooled to disk.
+"""Caps on request bodies, checked before any route sees them.
 
-Requests that declare a ``Content-Length`` above the cap get a 413 without their
-body being read; streamed (chunked) bodies are counted as they arrive and cut off
-at the cap. Either way the answer is the service's JSON error shape.
+``BodyLimitMiddleware``: a huge upload is refused before it is spooled to disk. Requests
+that declare a ``Content-Length`` above the cap get a 413 without their body being read;
+streamed (chunked) bodies are counted as they arrive and cut off at the cap.
+
+``JsonLimitMiddleware``: a JSON body is parsed once with the limits of ``service.limits``
+(depth, value count, 64-bit integers, finite numbers) before FastAPI parses and validates
+it, so that neither a deep nesting nor a 5,000-digit number reaches code that would choke.
+
+Either way the answer is the service's JSON error shape.
 """
 
 from __future__ import annotations
 
+import json
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.errors import ApiError, error_response
+from service.limits import loads
+from service.settings import Settings
 
 
 class BodyTooLarge(HTTPException):
@@ -75,3 +85,49 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class JsonLimitMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks, more = [], True
+        while more:  # the body is already capped by BodyLimitMiddleware, outside this one
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            try:
+                loads(body, self.settings)
+            except json.JSONDecodeError:
+                pass  # FastAPI reports syntax errors, with their position
+            except UnicodeDecodeError:
+                pass  # likewise for bytes that are not UTF-8
+            except ApiError as exc:
+                await error_response(exc.status, exc.code, exc.message, exc.detail)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            kind = value.split(b";", 1)[0].strip().lower()
+            return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+    return False

@@ -39,8 +39,8 @@ def parse_templates(values: list[str] | None, settings: Settings) -> list[str]:
     templates = list(dict.fromkeys(v.strip() for v in values or [] if v.strip()))
     if not templates:
         return list(settings.default_templates)
-    if len(templates) > settings.max_labels:
-        raise validation_error(("body", "templates"), f"at most {settings.max_labels} templates", "too_long")
+    if len(templates) > settings.max_templates:  # every label is embedded once per template
+        raise validation_error(("body", "templates"), f"at most {settings.max_templates} templates", "too_long")
     for i, template in enumerate(templates):
         check_text(template, settings, ("body", "templates", i))
         if problem := template_problem(template):

@@ -73,9 +73,21 @@ def validation_error(loc: tuple[str | int, ...], msg: str, type_: str = "value_e
     return ApiError(422, code, f"{'.'.join(map(str, loc))}: {msg}", [field_error(loc, msg, type_)])
 
 
-def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
-    # Only loc/msg/type: pydantic's "input" may echo a huge body, its "ctx" may hold exception objects.
-    return [field_error(tuple(e.get("loc", ())), str(e.get("msg", "")), str(e.get("type", ""))) for e in errors]
+MAX_MESSAGE_CHARS = 300  # of one problem's message, and of each part of its location
+MAX_LOC_PARTS = 16
+
+
+def _short(text: Any) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+
+
+def _jsonable_errors(errors: Any, limit: int) -> list[dict[str, Any]]:
+    # Only loc/msg/type, each cut short: pydantic's "input" may echo a huge body, its "ctx" may hold
+    # exception objects, and a location may name a key the caller made as long as the body.
+    return [field_error(tuple(p if isinstance(p, int) else _short(p) for p in tuple(e.get("loc", ()))[:MAX_LOC_PARTS]),
+                        _short(e.get("msg", "")), _short(e.get("type", "")))
+            for e in errors[:limit]]
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -83,14 +95,18 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = _jsonable_errors(exc.errors())
+    """A 422 listing the first ``max_error_details`` problems (the message says how many there were)."""
+    every = exc.errors()
+    limit = getattr(getattr(request.app.state, "settings", None), "max_error_details", 20)
+    errors = _jsonable_errors(every, limit)
     domain = [e for e in errors if e["type"] in DOMAIN_ERROR_TYPES]
     code = domain[0]["type"] if domain else "validation_error"
     first = (domain or errors or [field_error((), "the request is not valid", "value_error")])[0]
     where = ".".join(str(p) for p in first["loc"])
     message = f"{where}: {first['msg']}" if where else first["msg"]
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    if len(every) > 1:
+        message += f" (and {len(every) - 1} more problem{'s' if len(every) > 2 else ''}"
+        message += f"; the first {len(errors)} are listed)" if len(every) > len(errors) else ")"
     return error_response(422, code, message, errors)
 
 

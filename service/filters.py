@@ -7,7 +7,8 @@
     {"vendor": {"ne": "twitter"}, "name": {"nin": ["x"]}}
 
 Every condition must hold (AND). A range compares numbers with numbers and ISO dates with
-ISO dates; a value of another type never matches. Searches apply the filter to the catalog
+ISO dates; a value of another type never matches. A filter holds at most ``MAX_KEYS`` keys
+and an ``in``/``nin`` list at most ``MAX_MEMBERS`` values (the OpenAPI schema says so too). Searches apply the filter to the catalog
 rows of the nearest neighbours and widen the neighbourhood until ``k`` rows match or the
 index is exhausted, so a filtered query returns ``k`` results whenever ``k`` items match.
 """
@@ -15,11 +16,14 @@ index is exhausted, so a filtered query returns ``k`` results whenever ``k`` ite
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, Callable
 
 from service.errors import validation_error
 
 OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte")
+MAX_KEYS = 64
+MAX_MEMBERS = 1024
 RANGE = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
 
 Predicate = Callable[[dict[str, Any]], bool]
@@ -31,6 +35,8 @@ def compile_filter(spec: dict[str, Any] | None, loc: tuple[str, ...] = ("body", 
         return None
     if not isinstance(spec, dict):
         raise validation_error(loc, "a filter is an object of metadata key -> condition", "bad_filter")
+    if len(spec) > MAX_KEYS:
+        raise validation_error(loc, f"at most {MAX_KEYS} keys in a filter", "bad_filter")
     tests = [_condition(key, cond, (*loc, key)) for key, cond in spec.items()]
     return lambda meta: all(test(meta) for test in tests)
 
@@ -51,6 +57,8 @@ def _condition(key: str, cond: Any, loc: tuple[str, ...]) -> Predicate:
         if op in ("in", "nin"):
             if not isinstance(want, list):
                 raise validation_error((*loc, op), f"'{op}' takes a list", "bad_filter")
+            if len(want) > MAX_MEMBERS:
+                raise validation_error((*loc, op), f"'{op}' takes at most {MAX_MEMBERS} values", "bad_filter")
             members = [_plain(v) for v in want]
             parts.append(_member(key, members, negate=op == "nin"))
         elif op in ("eq", "ne"):
@@ -58,7 +66,7 @@ def _condition(key: str, cond: Any, loc: tuple[str, ...]) -> Predicate:
         else:
             bound = _orderable(want)
             if bound is None:
-                raise validation_error((*loc, op), f"'{op}' takes a number or an ISO date", "bad_filter")
+                raise validation_error((*loc, op), f"'{op}' takes a finite number or an ISO date", "bad_filter")
             parts.append(_range(key, RANGE[op], bound))
     return lambda meta: all(p(meta) for p in parts)
 
@@ -103,7 +111,11 @@ def _orderable(value: Any) -> float | dt.datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range: it compares with nothing
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str):
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -13,7 +13,8 @@ Scopes: ``read`` (search, classify, items), ``write`` (change or delete items), 
 (everything). Writes always need a key; reads need one when ``require_key_for_reads`` is
 set. A key that is sent is always checked, even where none is needed. Each key has a
 token bucket of ``rate_limit`` requests per minute (the server default when unset);
-past it, 429 with ``Retry-After``.
+callers without a key share one bucket per client address
+(``anonymous_rate_limit_per_minute``); past either, 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Hashable
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -99,24 +100,31 @@ def lookup(catalog: Catalog, key: str) -> Caller | None:
 
 # -- per-request checks -----------------------------------------------------------------------------
 class RateLimiter:
-    """A token bucket per key: ``per_minute`` requests a minute, bursts up to the same number."""
+    """A token bucket per caller (a key id, or ``("address", host)`` for anonymous callers):
+    ``per_minute`` requests a minute, bursts up to the same number.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    A bucket left alone for a minute is full again, the same as no bucket: such buckets are
+    dropped once there are more than ``max_buckets``, so many addresses cost bounded memory."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_buckets: int = 10_000) -> None:
         self.clock = clock
-        self._buckets: dict[int, tuple[float, float]] = {}  # key id -> (tokens, last refill time)
+        self.max_buckets = max_buckets
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # caller -> (tokens, last refill time)
         self._lock = threading.Lock()
 
-    def take(self, key_id: int, per_minute: int) -> float:
+    def take(self, caller: Hashable, per_minute: int) -> float:
         """0.0 when the request may go ahead, else the seconds until a token is free."""
         now = self.clock()
         rate = per_minute / 60.0
         with self._lock:
-            tokens, last = self._buckets.get(key_id, (float(per_minute), now))
+            if len(self._buckets) >= self.max_buckets:
+                self._buckets = {c: b for c, b in self._buckets.items() if now - b[1] < 60.0}
+            tokens, last = self._buckets.get(caller, (float(per_minute), now))
             tokens = min(float(per_minute), tokens + (now - last) * rate)
             if tokens >= 1.0:
-                self._buckets[key_id] = (tokens - 1.0, now)
+                self._buckets[caller] = (tokens - 1.0, now)
                 return 0.0
-            self._buckets[key_id] = (tokens, now)
+            self._buckets[caller] = (tokens, now)
             return (1.0 - tokens) / rate
 
 
@@ -139,6 +147,12 @@ def require(scope: str):
             if needed:
                 raise ApiError(401, "unauthorized", f"this needs an API key with the {scope!r} scope "
                                "(Authorization: Bearer KEY)", headers={"WWW-Authenticate": "Bearer"})
+            per_minute = settings.anonymous_rate_limit_per_minute
+            address = request.client.host if request.client else "unknown"
+            if per_minute and (wait := request.app.state.rate_limiter.take(("address", address), per_minute)) > 0:
+                raise ApiError(429, "too_many_requests", f"anonymous requests from {address} are over the limit of "
+                               f"{per_minute} a minute; retry in {wait:.1f} s (or send an API key)",
+                               headers={"Retry-After": str(max(1, round(wait)))})
             return ANONYMOUS
         if resources is None:
             raise ApiError(503, "unavailable", "the service is not ready")
@@ -160,7 +174,8 @@ def require(scope: str):
 AUTH_ERRORS = {
     401: {"model": ErrorResponse, "description": "`unauthorized`: a key is needed, or the key is unknown/revoked"},
     403: {"model": ErrorResponse, "description": "`forbidden`: the key lacks the scope"},
-    429: {"model": ErrorResponse, "description": "`too_many_requests`: over the key's rate limit (see Retry-After)"},
+    429: {"model": ErrorResponse, "description": "`too_many_requests`: over the key's rate limit, or the "
+                                                 "per-address limit without a key (see Retry-After)"},
 }
 
 ReadCaller = Annotated[Caller, Depends(require("read"))]

@@ -20,11 +20,13 @@ import logging
 import re
 import time
 import uuid
+from typing import Callable, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("service.requests")
@@ -54,8 +56,8 @@ class Metrics:
 class RequestMiddleware:
     """Times every request, labels it with its route template, and logs it with a request id (pure ASGI)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: Metrics, mounts: Callable[[], Iterable[str]] = tuple) -> None:
+        self.app, self.metrics, self.mounts = app, metrics, mounts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,25 +80,31 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            template = route_template(scope)
+            template = route_template(scope, self.mounts())
             self.metrics.latency.labels(scope["method"], template, str(status)).observe(seconds)
             log.info(json.dumps({"request_id": request_id, "method": scope["method"], "path": scope["path"],
                                  "route": template, "status": status, "ms": round(seconds * 1000, 2)}))
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path with its parameters named (``/v1/items/{item_id}``); "unmatched" for 404s
-    of routing. Built from the path and the path parameters, so it holds for any router nesting."""
-    if "endpoint" not in scope and "route" not in scope:
+def route_template(scope: Scope, mounts: Iterable[str] = ()) -> str:
+    """The matched route's path with its parameters named (``/v1/items/{item_id}``), ``/static/{path}``
+    under a mount, and "unmatched" for every other path, so that callers cannot add label values (and
+    memory) at will."""
+    path = scope["path"]
+    if getattr(scope.get("route"), "endpoint", None) is None:
+        for prefix in mounts:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return prefix.rstrip("/") + "/{path}"
         return "unmatched"
     names = {str(value): name for name, value in (scope.get("path_params") or {}).items()}
-    return "/".join("{%s}" % names[part] if part in names else part for part in scope["path"].split("/"))
+    return "/".join("{%s}" % names[part] if part in names else part for part in path.split("/"))
 
 
 def install_observability(app: FastAPI) -> Metrics:
     metrics = Metrics()
     app.state.metrics = metrics
-    app.add_middleware(RequestMiddleware, metrics=metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics,
+                       mounts=lambda: [route.path for route in app.routes if isinstance(route, Mount)])
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:

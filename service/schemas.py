@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -22,6 +22,47 @@ _HIT_EXAMPLE = {
 FILTER_HELP = ("only items whose metadata match: {key: value} (equality), {key: [values]} (membership), "
                "{key: {gte|gt|lte|lt: number or ISO date, ne, in, nin}}; all conditions must hold")
 
+INT64_MAX = 2**63 - 1
+# Lists longer than this are refused by the request models themselves, before their items are looked at;
+# the limits that settings set (max_labels, the encoder's dim, ...) are below it and checked after.
+LIST_CEILING = 65_536
+LIMITS_KEY = "x-lookalike-limits"
+
+
+def limit(**keywords: str) -> dict[str, Any]:
+    """JSON-schema keywords whose values come from the settings (``limit(maximum="max_k")``), filled in
+    by ``service.openapi`` from the same settings the routes enforce."""
+    return {LIMITS_KEY: keywords}
+
+
+NOT_BLANK = r"\S"  # what a query or label needs: one character that is not whitespace
+LABEL = r"[^\s,]"  # ... that is not a comma either: a single labels field is split on commas
+TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*\{\}(?:[^{}]|\{\{|\}\})*$"  # one {} slot; other braces doubled
+
+_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+_BOUND = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+
+
+def _members() -> dict[str, Any]:
+    from service.filters import MAX_MEMBERS
+
+    return {"type": "array", "items": _SCALAR, "maxItems": MAX_MEMBERS}
+
+
+def filter_schema(schema: dict[str, Any]) -> None:
+    """The filter language as JSON schema (what ``service.filters`` accepts), replacing a free-form object."""
+    from service.filters import MAX_KEYS
+
+    condition = {"anyOf": [
+        _SCALAR, _members(),
+        {"type": "object", "minProperties": 1, "additionalProperties": False,
+         "properties": {"eq": _SCALAR, "ne": _SCALAR, "in": _members(), "nin": _members(),
+                        "gt": _BOUND, "gte": _BOUND, "lt": _BOUND, "lte": _BOUND}},
+    ]}
+    schema.clear()
+    schema.update({"anyOf": [{"type": "object", "maxProperties": MAX_KEYS, "additionalProperties": condition},
+                             {"type": "null"}], "description": FILTER_HELP})
+
 
 def item_image_path(item_id: int) -> str:
     """Where ``GET /v1/items/{id}/image`` serves an item's picture."""
@@ -37,9 +78,11 @@ class SearchPage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)")
-    offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)")
-    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP)
+    k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)",
+                   json_schema_extra=limit(maximum="max_k"))
+    offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)",
+                        json_schema_extra=limit(maximum="max_offset"))
+    filter: dict[str, Any] | None = Field(None, description=FILTER_HELP, json_schema_extra=filter_schema)
 
 
 class TextSearchRequest(SearchPage):
@@ -48,7 +91,8 @@ class TextSearchRequest(SearchPage):
         json_schema_extra={"examples": [{"query": "dog face", "k": 5}]},
     )
 
-    query: str = Field(description="what to look for, in words; surrounding whitespace is ignored")
+    query: str = Field(description="what to look for, in words; surrounding whitespace is ignored",
+                       json_schema_extra={"pattern": NOT_BLANK, **limit(maxLength="max_text_chars")})
 
     @field_validator("query")
     @classmethod
@@ -64,7 +108,10 @@ class SimilarRequest(SearchPage):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": 412, "k": 5}]})
 
-    id: int = Field(ge=0, description="catalog id of an indexed item (as in search results)")
+    id: int = Field(ge=0, le=INT64_MAX, description="catalog id of an indexed item (as in search results)")
+
+
+VECTOR = {"contains": {"not": {"const": 0}}, **limit(minItems="dim", maxItems="dim")}
 
 
 class VectorSearchRequest(SearchPage):
@@ -73,18 +120,30 @@ class VectorSearchRequest(SearchPage):
     model_config = ConfigDict(extra="forbid",
                               json_schema_extra={"examples": [{"vector": [0.12, -0.05, 0.31], "k": 5}]})
 
-    vector: list[float] = Field(min_length=1, description="as many numbers as the encoder's dim (see /healthz)")
+    vector: list[float] = Field(min_length=1, max_length=LIST_CEILING, json_schema_extra=VECTOR,
+                                description="as many numbers as the encoder's dim (see /healthz), not all zero")
+
+
+def _exactly_one_property(schema: dict[str, Any]) -> None:
+    """One of the properties, not null (the model allows null for "not given")."""
+    schema.update(minProperties=1, maxProperties=1)
+    for prop in schema["properties"].values():
+        options = prop.pop("anyOf", None)
+        if options:
+            prop.update(next(o for o in options if o.get("type") != "null"))
+        prop.pop("default", None)
 
 
 class BatchQuery(BaseModel):
     """One query of a batch: exactly one of text, image (base64), id (more like this) or vector."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_exactly_one_property)
 
-    text: str | None = None
-    image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL works too)")
-    id: int | None = Field(None, ge=0, description="an indexed item: more like it, itself left out")
-    vector: list[float] | None = None
+    text: str | None = Field(None, json_schema_extra={"pattern": NOT_BLANK, **limit(maxLength="max_text_chars")})
+    image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL works too)",
+                              json_schema_extra=limit(maxLength="max_base64_chars"))
+    id: int | None = Field(None, ge=0, le=INT64_MAX, description="an indexed item: more like it, itself left out")
+    vector: list[float] | None = Field(None, max_length=LIST_CEILING, json_schema_extra=VECTOR)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchQuery:
@@ -101,17 +160,28 @@ class BatchSearchRequest(SearchPage):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "queries": [{"text": "dog face"}, {"id": 412}], "k": 5, "filter": {"vendor": "google"}}]})
 
-    queries: list[BatchQuery] = Field(min_length=1, description="answered in order, encoded together; "
-                                                                "k, offset and filter apply to each")
+    queries: list[BatchQuery] = Field(min_length=1, max_length=LIST_CEILING,
+                                      json_schema_extra=limit(maxItems="max_batch_queries"),
+                                      description="answered in order, encoded together; k, offset and filter "
+                                                  "apply to each")
+
+
+Label = Annotated[str, Field(json_schema_extra={"pattern": LABEL, **limit(maxLength="max_text_chars")})]
+Template = Annotated[str, Field(json_schema_extra={"pattern": TEMPLATE, **limit(maxLength="max_text_chars")})]
 
 
 class BatchClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "images": ["iVBORw0KGgo..."], "labels": ["dog", "cat"]}]})
 
-    images: list[str] = Field(min_length=1, description="image files, base64")
-    labels: list[str] = Field(description="the candidate labels, shared by every image")
-    templates: list[str] | None = Field(None, description="prompt templates with one {}; default: the server's")
+    images: list[Annotated[str, Field(json_schema_extra=limit(maxLength="max_base64_chars"))]] = Field(
+        min_length=1, max_length=LIST_CEILING, json_schema_extra=limit(maxItems="max_batch_queries"),
+        description="image files, base64")
+    labels: list[Label] = Field(min_length=1, max_length=LIST_CEILING, json_schema_extra=limit(maxItems="max_labels"),
+                                description="the candidate labels, shared by every image")
+    templates: list[Template] | None = Field(None, max_length=LIST_CEILING,
+                                             json_schema_extra=limit(maxItems="max_templates"),
+                                             description="prompt templates with one {}; default: the server's")
 
 
 class SearchHit(BaseModel):

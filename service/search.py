@@ -90,15 +90,17 @@ async def search_vector(res: Resources, values: list[float], k: int, offset: int
                         keep: Predicate | None = None) -> SearchResponse:
     """The k items nearest to a caller's vector (checked for size and finiteness, then normalised)."""
     started = time.perf_counter()
-    with np.errstate(over="ignore"):  # numbers beyond float32 become inf, refused just below
-        vector = np.asarray(values, dtype=np.float32)
-    if vector.shape != (res.encoder.dim,):
+    if len(values) != res.encoder.dim:
         raise validation_error(("body", "vector"), f"the vector must have {res.encoder.dim} numbers (the encoder's "
-                               f"dim), not {vector.size}", "wrong_dimension")
-    norm = float(np.linalg.norm(vector)) if np.all(np.isfinite(vector)) else float("nan")
-    if not np.isfinite(norm) or norm == 0.0:
+                               f"dim), not {len(values)}", "wrong_dimension")
+    vector = np.asarray(values, dtype=np.float64)
+    # Scaled by its largest entry first, so that any finite vector that is not all zeros normalises
+    # (1e300 or 1e-300 included) before it becomes float32.
+    peak = float(np.abs(vector).max()) if np.all(np.isfinite(vector)) else float("nan")
+    if not np.isfinite(peak) or peak == 0.0:
         raise validation_error(("body", "vector"), "the vector must be finite and not all zeros", "bad_vector")
-    return await _answer(res, vector / norm, k, offset, started, keep=keep)
+    vector = vector / peak
+    return await _answer(res, (vector / np.linalg.norm(vector)).astype(np.float32), k, offset, started, keep=keep)
 
 
 async def _encode_and_answer(res: Resources, batcher: Batcher, query: object, k: int, offset: int,

@@ -44,7 +44,16 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, ge=0.0, description="seconds a request may take before a 503 "
                                                              "`timeout` (0: no limit)")
     max_batch_queries: PositiveInt = Field(32, description="queries (or images) in one batch request")
-    max_text_chars: PositiveInt = 1000
+    max_text_chars: PositiveInt = Field(1000, description="characters in a query, a label or a template")
+    max_templates: PositiveInt = Field(16, description="prompt templates in one classify request")
+    max_offset: int = Field(10_000, ge=0, description="results a search may skip (paging stops there)")
+    max_filter_chars: PositiveInt = Field(65_536, description="characters of a JSON text form field "
+                                                             "(a filter, an item's metadata)")
+    max_json_depth: PositiveInt = Field(32, description="nesting of arrays and objects in a JSON body or field")
+    max_json_values: PositiveInt = Field(100_000, description="arrays, objects, strings and numbers in one JSON "
+                                                             "body or field, all levels together")
+    max_error_details: PositiveInt = Field(20, description="problems listed in one 422 (the count says how many "
+                                                          "there were)")
     default_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
     label_cache_size: PositiveInt = 64
     max_batch: PositiveInt = Field(32, description="most queries batched into one encoder call")
@@ -52,6 +61,15 @@ class Settings(BaseSettings):
                                                            "key with the read scope (writes always need one)")
     rate_limit_per_minute: PositiveInt = Field(600, description="requests per minute per API key, unless the key "
                                                                "sets its own")
+    anonymous_rate_limit_per_minute: int = Field(
+        1200, ge=0, description="requests per minute per client address without a key (0: no limit)")
+    max_concurrent_requests: int = Field(
+        64, ge=0, description="requests worked on at once; past it, 503 `overloaded` with Retry-After at once "
+                              "instead of a queue (0: no limit)")
+    keep_alive_timeout: PositiveInt = Field(5, description="seconds an idle keep-alive connection stays open")
+    header_timeout: float = Field(10.0, gt=0.0, description="seconds a client has to send a request's headers")
+    max_connections: PositiveInt = Field(
+        1024, description="open connections and requests in flight uvicorn takes before answering 503")
     upload_dir: Path | None = Field(None, description="where uploaded images are stored (default: 'uploads' "
                                                       "beside the index folder)")
     publish_delay: float = Field(2.0, ge=0.0, description="seconds after an upload before a new index version "

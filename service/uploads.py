@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from index.decode import BadImage, DecodeLimits, open_image
 from service.errors import ApiError, validation_error
 from service.settings import Settings
+from training.images import to_rgb
 
 ACCEPTED_GENERIC_TYPE = "application/octet-stream"  # what clients send when they do not know the type
 
@@ -50,11 +51,21 @@ async def read_upload(upload: UploadFile, settings: Settings) -> tuple[bytes, Im
 async def decode(data: bytes, settings: Settings, where: str | None = None) -> Image.Image:
     """Decode bytes with the pixel limit; a bad image is an ApiError (``where`` names it in the detail)."""
     try:
-        return await run_in_threadpool(open_image, data, DecodeLimits(settings.max_image_pixels))
+        return await run_in_threadpool(_open_rgb, data, settings.max_image_pixels)
     except BadImage as exc:
         status, code = _BAD_IMAGE.get(exc.reason, (400, "bad_image"))
         detail = {"reason": exc.reason, **({"image": where} if where else {})}
         raise ApiError(status, code, f"{where}: {exc}" if where else str(exc), detail) from None
+
+
+def _open_rgb(data: bytes, max_pixels: int) -> Image.Image:
+    """The first frame as RGB, as the encoder takes it: a mode that cannot become RGB is a bad image here,
+    not an error inside the encoder's batch."""
+    image = open_image(data, DecodeLimits(max_pixels))
+    try:
+        return to_rgb(image)
+    except Exception as exc:  # e.g. a float or complex pixel mode that Pillow cannot convert
+        raise BadImage("corrupt", f"the image's {image.mode} pixels cannot be turned into RGB ({exc})") from None
 
 
 async def decode_base64(text: str, settings: Settings, where: str) -> Image.Image:

@@ -11,7 +11,8 @@ from service.classify import classify_image, parse_labels, parse_templates
 from service.deps import ResourcesDep, SettingsDep
 from service.errors import validation_error
 from service.keys import AUTH_ERRORS, require
-from service.schemas import BatchClassifyRequest, BatchClassifyResponse, ClassifyResponse, upload_errors
+from service.schemas import (LIST_CEILING, BatchClassifyRequest, BatchClassifyResponse, ClassifyResponse, Label,
+                             Template, limit, upload_errors)
 from service.search import require_text_tower
 from service.uploads import decode_base64, read_image
 
@@ -28,12 +29,14 @@ async def classify(
     res: ResourcesDep,
     settings: SettingsDep,
     labels: Annotated[
-        list[str] | None,
-        Form(description="the candidate labels: repeat the field, or give one comma-separated string"),
-    ] = None,
+        list[Label],
+        Form(description="the candidate labels: repeat the field, or give one comma-separated string",
+             min_length=1, max_length=LIST_CEILING, json_schema_extra=limit(maxItems="max_labels")),
+    ],
     templates: Annotated[
-        list[str] | None,
-        Form(description="prompt templates with one `{}` for the label (repeat the field); default: the server's"),
+        list[Template] | None,
+        Form(description="prompt templates with one `{}` for the label (repeat the field); default: the server's",
+             max_length=LIST_CEILING, json_schema_extra=limit(maxItems="max_templates")),
     ] = None,
 ) -> ClassifyResponse:
     """Every label with its probability (softmax over the encoder's scaled cosine similarities), best first."""

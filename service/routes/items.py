@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -18,7 +17,9 @@ from service.deps import ResourcesDep, SettingsDep
 from service.errors import ApiError, validation_error
 from service.ingest import add_item
 from service.keys import AUTH_ERRORS, WriteCaller, require
-from service.schemas import ErrorResponse, ItemOut, MetadataPatch, upload_errors
+from service.limits import parse_json_field
+from service.schemas import ErrorResponse, ItemOut, MetadataPatch, limit, upload_errors
+from service.settings import Settings
 from service.state import Resources
 from service.uploads import read_upload
 
@@ -105,11 +106,12 @@ async def add_image(
     settings: SettingsDep,
     caller: WriteCaller,
     response: Response,
-    metadata: Annotated[str | None, Form(description="a JSON object stored with the item")] = None,
+    metadata: Annotated[str | None, Form(description="a JSON object stored with the item",
+                                         json_schema_extra=limit(maxLength="max_filter_chars"))] = None,
 ) -> ItemOut:
     """Store the image, embed it and add it to the catalog: searchable by the next query, and in the next
     published index version a moment later. Needs the write scope."""
-    meta = _metadata(metadata)
+    meta = _metadata(metadata, settings)
     data, image = await read_upload(file, settings)
     vector = await res.image_batcher.submit(image)
     item_id, created = await run_in_threadpool(add_item, res, data, image, vector, meta)
@@ -117,13 +119,10 @@ async def add_image(
     return ItemOut.of(await served_item(res, item_id))
 
 
-def _metadata(text: str | None) -> dict:
-    if text is None or not text.strip():
+def _metadata(text: str | None, settings: Settings) -> dict:
+    value = parse_json_field(text, settings, ("body", "metadata"), "bad_metadata")  # bounded: service.limits
+    if value is None:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise validation_error(("body", "metadata"), f"not JSON: {exc.msg}", "bad_metadata") from None
     if not isinstance(value, dict):
         raise validation_error(("body", "metadata"), "metadata must be a JSON object", "bad_metadata")
     return value

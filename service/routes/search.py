@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -13,14 +12,13 @@ from service.deps import ResourcesDep, SettingsDep
 from service.errors import validation_error
 from service.filters import compile_filter
 from service.keys import AUTH_ERRORS, require
-from service.limits import check_k, check_text
+from service.limits import check_page, check_text, parse_json_field
 from service.schemas import (BatchSearchRequest, BatchSearchResponse, ErrorResponse, SearchResponse, SimilarRequest,
-                             TextSearchRequest, VectorSearchRequest, upload_errors)
+                             TextSearchRequest, VectorSearchRequest, limit, upload_errors)
 from service.uploads import decode_base64, read_image
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require("read"))],
                    responses=AUTH_ERRORS)
-
 
 
 @router.post(
@@ -32,7 +30,7 @@ router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(requ
 )
 async def search_text(body: TextSearchRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
     """The `k` indexed images that best match the words of `query`, best first."""
-    check_k(body.k, settings, ("body", "k"))
+    check_page(body.k, body.offset, settings)
     check_text(body.query, settings, ("body", "query"))
     return await search.search_text(res, body.query, body.k, body.offset, compile_filter(body.filter))
 
@@ -42,13 +40,16 @@ async def search_image(
     file: Annotated[UploadFile, File(description="the query image (PNG, JPEG, GIF, WebP, ...)")],
     res: ResourcesDep,
     settings: SettingsDep,
-    k: Annotated[int, Form(ge=1, description="how many results (at most the server's max_k)")] = 10,
-    offset: Annotated[int, Form(ge=0, description="skip this many results first")] = 0,
-    filter: Annotated[str | None, Form(description="a metadata filter as JSON (see the text search)")] = None,
+    k: Annotated[int, Form(ge=1, description="how many results (at most the server's max_k)",
+                           json_schema_extra=limit(maximum="max_k"))] = 10,
+    offset: Annotated[int, Form(ge=0, description="skip this many results first",
+                                json_schema_extra=limit(maximum="max_offset"))] = 0,
+    filter: Annotated[str | None, Form(description="a metadata filter as JSON (see the text search)",
+                                       json_schema_extra=limit(maxLength="max_filter_chars"))] = None,
 ) -> SearchResponse:
     """The `k` indexed images that look most like the uploaded one, best first."""
-    check_k(k, settings, ("body", "k"))
-    keep = compile_filter(_json_form(filter, ("body", "filter")))
+    check_page(k, offset, settings)
+    keep = compile_filter(parse_json_field(filter, settings, ("body", "filter"), "bad_filter"))
     image = await read_image(file, settings)
     return await search.search_image(res, image, k, offset, keep)
 
@@ -62,7 +63,7 @@ async def search_image(
 )
 async def search_similar(body: SimilarRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
     """The `k` items nearest to item `id` (its stored embedding), the item itself left out, best first."""
-    check_k(body.k, settings, ("body", "k"))
+    check_page(body.k, body.offset, settings)
     return await search.search_similar(res, body.id, body.k, body.offset, compile_filter(body.filter))
 
 
@@ -73,17 +74,8 @@ async def search_similar(body: SimilarRequest, res: ResourcesDep, settings: Sett
 )
 async def search_vector(body: VectorSearchRequest, res: ResourcesDep, settings: SettingsDep) -> SearchResponse:
     """The `k` items nearest to `vector` (same encoder, any scale: it is normalised), best first."""
-    check_k(body.k, settings, ("body", "k"))
+    check_page(body.k, body.offset, settings)
     return await search.search_vector(res, body.vector, body.k, body.offset, compile_filter(body.filter))
-
-
-def _json_form(text: str | None, loc: tuple[str, ...]):
-    if text is None or not text.strip():
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise validation_error(loc, f"not JSON: {exc.msg}", "bad_filter") from None
 
 
 @router.post(
@@ -94,7 +86,7 @@ def _json_form(text: str | None, loc: tuple[str, ...]):
 async def search_batch(body: BatchSearchRequest, res: ResourcesDep, settings: SettingsDep) -> BatchSearchResponse:
     """Each query is text, a base64 image, an item id (more like this) or a vector; all share `k`, `offset` and
     `filter`. The queries are encoded together (one encoder call for the texts, one for the images)."""
-    check_k(body.k, settings, ("body", "k"))
+    check_page(body.k, body.offset, settings)
     if len(body.queries) > settings.max_batch_queries:
         raise validation_error(("body", "queries"), f"at most {settings.max_batch_queries} queries per batch",
                                "too_long")
