@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m index", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", "-v", action="store_true", help="also the libraries' INFO logs (alembic)")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="embed images and publish a new index version",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -73,6 +74,7 @@ def _main(argv: list[str] | None) -> int:
                    help="decoding worker processes (also the most downloads at once for URL sources)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help="as before the command")
     i = sub.add_parser("info", help="describe the current index version")
     i.add_argument("out", type=Path)
     v = sub.add_parser("verify", help="check that the current index version and the catalog agree")
@@ -100,6 +102,8 @@ def _main(argv: list[str] | None) -> int:
     u.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # a person needs the progress, the summaries and warnings, not each migration plugin
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
     if args.command == "build":
         from index.build import BuildConfig, build
