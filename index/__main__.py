@@ -185,8 +185,7 @@ def _main(argv: list[str] | None) -> int:
         current = open_current(args.out, mmap=True)  # for its manifest: the rebuild reads the catalog
         catalog = Catalog(args.database_url or default_database_url(args.out))
         try:
-            published = republish(catalog, args.out, load_encoder(args.encoder), current, args.keep_versions,
-                                  rebuild=True)
+            published = republish(catalog, args.out, load_encoder(args.encoder), args.keep_versions, rebuild=True)
         finally:
             catalog.dispose()
         print(f"built {published.path.name} from {current.name} ({current.manifest.get('tombstones', 0)} tombstones "

@@ -13,6 +13,11 @@ tombstones), and by building, choosing and tuning a new index when there is none
 the collection has grown or shrunk past what the index was tuned for, or when tombstones
 pile up (compaction). Nothing changed: no new version.
 
+A job owns the items of its source (``source:<resolved path>``, see ``index.catalog``): it adds,
+changes and, with ``delete_missing``, deletes only those. Uploads and other sources' items are left
+alone, an item a person deleted stays deleted while its file keeps its bytes, and a person's
+metadata edits outlive every run.
+
 Under ``torchrun`` (one process per GPU, on one or several machines sharing the catalog
 database and the index folder), rank r embeds every world_size-th image starting at r;
 the catalog is where the slices meet, and rank 0 publishes the version once all ranks
@@ -32,6 +37,8 @@ from sqlalchemy.engine import make_url
 from tqdm.auto import tqdm
 
 from index.catalog import Catalog, NewItem
+from index.fetch import is_url
+from index.shards import is_shard_member, split_location
 from index.choose import build_from
 from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
@@ -39,7 +46,8 @@ from index.fetch import FetchLimits
 from index.faiss_build import new_index
 from index.reader import SourceItem, read_source
 from index.update import alive_members, apply, changed_ids, diff, rebuild_reason
-from index.version import IndexVersion, IndexVersionError, open_current, publish, publishing, read_manifest
+from index.version import (IndexVersion, IndexVersionError, current_name, open_current, publish, publishing,
+                           read_manifest)
 from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
@@ -78,6 +86,7 @@ class BuildReport:
     embedded: int = 0  # items embedded by this run (new or changed)
     unchanged: int = 0  # items whose vector was already in the catalog
     deleted: int = 0
+    not_owned: int = 0  # files of the source that are another owner's items (uploads, other sources): left alone
     published: str = ""  # "built", "updated" or "unchanged" (see Publication)
     publish_detail: str = ""
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -92,6 +101,27 @@ class BuildReport:
 
 def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
+
+
+def source_owner(source: str | Path) -> str:
+    """The owner name of the items a job finds in ``source``: its resolved path."""
+    return f"source:{Path(source).expanduser().resolve()}"
+
+
+def file_root(base: Path, uri: str) -> str | None:
+    """The folder an item's file must resolve under to be served, for a job whose source resolves to
+    ``base``: the scanned folder; for a manifest its own folder, when the file is in it, else the file's
+    folder; a shard's folder; None for URLs. Resolved now, so that a symlink swapped in later that leads
+    out of it is seen for what it is."""
+    if is_url(uri):
+        return None
+    path = split_location(uri)[0] if is_shard_member(uri) else Path(uri)
+    real = path.resolve()
+    if base.is_dir():
+        return str(base)
+    if real.is_relative_to(base.parent) and not is_shard_member(uri):
+        return str(base.parent)
+    return str(real.parent)
 
 
 def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
@@ -109,9 +139,12 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
         items: list[SourceItem] = list(read_source(cfg.source, cfg.image_key))
         if not items:
             raise ValueError(f"{cfg.source} holds no images")
-        mine = items[dist.rank::dist.world_size]  # every rank embeds its slice into the shared catalog
+        owner, base = source_owner(cfg.source), Path(cfg.source).expanduser().resolve()
+        foreign = catalog.foreign_sources(cfg.collection, owner)
+        mine = [it for it in items[dist.rank::dist.world_size] if it.uri not in foreign]  # this rank's slice
         known = catalog.embedded_hashes(cfg.collection, encoder.fingerprint)
-        report = BuildReport(version=Path(), indexed=0, rank=dist.rank, world_size=dist.world_size)
+        report = BuildReport(version=Path(), indexed=0, rank=dist.rank, world_size=dist.world_size,
+                             not_owned=len(items[dist.rank::dist.world_size]) - len(mine))
         bar = tqdm(total=len(mine), desc="index" if not dist.enabled else f"index (rank {dist.rank})", unit="img",
                    disable=not cfg.progress, dynamic_ncols=True, position=dist.rank)
         try:
@@ -121,11 +154,12 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
                     log.warning("skipped %s: %s", item.uri, reason)
                     report.failures.append((item.uri, reason))
                 if batch.unchanged:  # metadata may have changed; the vector has not
-                    catalog.write_batch(cfg.collection, encoder.fingerprint,
-                                        [NewItem(it.uri, h, it.metadata) for it, h in batch.unchanged], None)
+                    rows = [NewItem(it.uri, h, it.metadata, file_root(base, it.uri)) for it, h in batch.unchanged]
+                    catalog.write_batch(cfg.collection, encoder.fingerprint, rows, None, owner)
                 if batch.items:
-                    rows = [NewItem(it.uri, h, it.metadata) for it, h in zip(batch.items, batch.content_hashes)]
-                    catalog.write_batch(cfg.collection, encoder.fingerprint, rows, batch.vectors)
+                    rows = [NewItem(it.uri, h, it.metadata, file_root(base, it.uri))
+                            for it, h in zip(batch.items, batch.content_hashes)]
+                    catalog.write_batch(cfg.collection, encoder.fingerprint, rows, batch.vectors, owner)
                 report.embedded += len(batch.items)
                 report.unchanged += len(batch.unchanged)
                 bar.update(len(batch.items) + len(batch.failures) + len(batch.unchanged))
@@ -136,10 +170,10 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
         if not dist.is_main:
             report.seconds = time.perf_counter() - started
             return report
-        if cfg.delete_missing:
+        if cfg.delete_missing:  # only this source's own items, never an upload or another source's
             present = {it.uri for it in items}
-            gone = [i for source, i in catalog.sources(cfg.collection).items() if source not in present]
-            report.deleted = len(catalog.delete(cfg.collection, gone))
+            gone = [i for source, i in catalog.owned_sources(cfg.collection, owner).items() if source not in present]
+            report.deleted = len(catalog.delete(cfg.collection, gone, by="source"))
         embed_seconds = time.perf_counter() - started
         extra = {"source": str(cfg.source), "failures": len(report.failures)}
         published = publish_collection(catalog, cfg.out, cfg.collection, encoder, cfg.factory, cfg.memory_budget,
@@ -176,6 +210,8 @@ def _publish_locked(catalog: Catalog, out: Path, collection: str, encoder: Encod
                     memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any] | None,
                     rebuild: bool) -> Publication:
     started = time.perf_counter()
+    # every version counts one past the one it replaces: readers order versions by it, never by clocks
+    extra = {**(extra or {}), "generation": generation(out) + 1}
     # opened for this update alone (the served version is another object): ``apply`` changes it in place
     current, reason = _updatable(out, collection, encoder, factory, memory_budget, target_recall)
     if rebuild:
@@ -188,11 +224,11 @@ def _publish_locked(catalog: Catalog, out: Path, collection: str, encoder: Encod
     if reason is not None:
         log.info("building a new index for collection %r: %s", collection, reason)
         return Publication(_build_version(catalog, out, collection, encoder, factory, memory_budget, target_recall,
-                                          keep, {**(extra or {}), "built_because": reason}), "built", reason)
+                                          keep, {**extra, "built_because": reason}), "built", reason)
     updated = apply(current, change, catalog)
     detail = f"+{updated.added} -{updated.removed} on {current.name}"
     manifest = {key: value for key, value in current.manifest.items() if key not in REBUILT_ONLY}
-    manifest.update({"catalog": redact(catalog.url), **(extra or {}),
+    manifest.update({"catalog": redact(catalog.url), **extra,
                      "update": {"base": current.name, "added": updated.added, "removed": updated.removed,
                                 "seconds": round(time.perf_counter() - started, 3)}})
     path = publish(out, updated.index, manifest, keep=keep, members=(updated.ids, updated.keys),
@@ -202,6 +238,17 @@ def _publish_locked(catalog: Catalog, out: Path, collection: str, encoder: Encod
 
 
 REBUILT_ONLY = ("update", "built_because", "source", "failures")  # what an update does not inherit
+
+
+def generation(out: Path) -> int:
+    """The generation of the version ``out/CURRENT`` names (0: none yet, or one from before generations)."""
+    name = current_name(out)
+    if name is None:
+        return 0
+    try:
+        return int(read_manifest(out / "versions" / name).get("generation", 0))
+    except IndexVersionError:
+        return 0
 
 
 def _updatable(out: Path, collection: str, encoder: Encoder, factory: str, memory_budget: int,
@@ -347,20 +394,31 @@ def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder,
     current.check_encoder(encoder.fingerprint)
     catalog = Catalog(database_url)
     try:
-        deleted = catalog.delete(current.manifest.get("collection", "default"), ids)
-        return deleted, republish(catalog, out, encoder, current, keep)
+        deleted = catalog.delete(current.manifest.get("collection", "default"), ids, by="user")
+        return deleted, republish(catalog, out, encoder, keep)
     finally:
         catalog.dispose()
 
 
-def republish(catalog: Catalog, out: Path, encoder: Encoder, like: IndexVersion, keep: int = 5,
-              rebuild: bool = False) -> Publication:
-    """Publish the catalog's live vectors again, chosen and tuned as ``like`` was (after deletes or
-    uploads: an update of the current version; with ``rebuild``, or when an update would not serve, a
-    full build -- the compaction)."""
-    choice = like.manifest.get("choice", {})
-    factory = AUTO if choice.get("memory_budget") else like.manifest["factory"]
-    target = like.manifest.get("tuning", {}).get("target", 0.95)
-    extra = {k: like.manifest[k] for k in ("source",) if k in like.manifest}
-    return publish_collection(catalog, out, like.manifest.get("collection", "default"), encoder, factory,
-                              choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra, rebuild)
+def republish(catalog: Catalog, out: Path, encoder: Encoder, keep: int = 5, rebuild: bool = False) -> Publication:
+    """Publish the catalog's live vectors again, chosen and tuned as the current version was (after
+    deletes or uploads: an update of it; with ``rebuild``, or when an update would not serve, a full
+    build -- the compaction).
+
+    The current version is read under the publish lock, not taken from the caller: a service that
+    still serves an older version publishes on top of the newest one, with the index choice a newer
+    batch run made, never over it. One built by another encoder is not replaced (IndexVersionError)."""
+    with publishing(out):
+        name = current_name(out)
+        if name is None:
+            raise IndexVersionError(f"no index version published under {out}")
+        like = read_manifest(out / "versions" / name)
+        if like["encoder"]["fingerprint"] != encoder.fingerprint:
+            raise IndexVersionError(f"{name} was built by encoder {like['encoder']['fingerprint'][:16]}, not "
+                                    f"{encoder.fingerprint[:16]}: publishing with it would replace a newer choice")
+        choice = like.get("choice", {})
+        factory = AUTO if choice.get("memory_budget") else like["factory"]
+        target = like.get("tuning", {}).get("target", 0.95)
+        extra = {k: like[k] for k in ("source",) if k in like}
+        return _publish_locked(catalog, out, like.get("collection", "default"), encoder, factory,
+                               choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra, rebuild)

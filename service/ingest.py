@@ -12,6 +12,7 @@ it holds leave the fresh index.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -65,7 +66,7 @@ class FreshVectors:
 def store_upload(upload_dir: Path, data: bytes, image: Image.Image) -> tuple[Path, str]:
     """Write the bytes once under their hash (atomically); returns (path, sha256)."""
     digest = hashlib.sha256(data).hexdigest()
-    suffix = SUFFIXES.get(image.format or "", ".img")
+    suffix = SUFFIXES.get(image.format or _format_of(data) or "", ".img")
     path = upload_dir / digest[:2] / f"{digest}{suffix}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +84,22 @@ def store_upload(upload_dir: Path, data: bytes, image: Image.Image) -> tuple[Pat
     return path.resolve(), digest
 
 
+def _format_of(data: bytes) -> str | None:
+    """The image format the bytes' header names (the decoded image may no longer know it)."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            return probe.format
+    except Exception:  # Pillow raises many kinds; an upload that got this far decoded once already
+        return None
+
+
 def add_item(res: Any, data: bytes, image: Image.Image, vector: np.ndarray, metadata: dict[str, Any]) -> tuple[int, bool]:
-    """Store, catalog and make searchable one uploaded image; returns (id, whether it is new)."""
+    """Store, catalog and make searchable one uploaded image; returns (id, whether it is new, or back
+    after a delete). The same bytes uploaded at once by several callers make one item: one of them
+    creates it, the others update it (``Catalog.add_upload``)."""
     path, digest = store_upload(res.upload_dir, data, image)
-    new = res.catalog.find(res.settings.collection, str(path)) is None
-    (item_id,) = res.catalog.write_batch(res.settings.collection, res.encoder.fingerprint,
-                                         [NewItem(str(path), digest, metadata)], vector[None, :])
+    item_id, new = res.catalog.add_upload(res.settings.collection, res.encoder.fingerprint,
+                                          NewItem(str(path), digest, metadata), vector)
     res.fresh.add(item_id, vector)
     res.unpublished.set()
     return item_id, new

@@ -196,7 +196,7 @@ class SearchHit(BaseModel):
 
     @classmethod
     def of(cls, item: CatalogItem, score: float) -> SearchHit:
-        return cls(id=item.id, score=float(score), source=item.source, collection=item.collection,
+        return cls(id=item.id, score=float(score), source=item.public_source, collection=item.collection,
                    metadata=item.meta or {}, image_url=item_image_path(item.id))
 
 
@@ -254,7 +254,7 @@ class ItemOut(BaseModel):
 
     @classmethod
     def of(cls, item: CatalogItem) -> ItemOut:
-        return cls(id=item.id, source=item.source, collection=item.collection, content_hash=item.content_hash,
+        return cls(id=item.id, source=item.public_source, collection=item.collection, content_hash=item.content_hash,
                    metadata=item.meta or {}, created_at=_utc(item.created_at), updated_at=_utc(item.updated_at),
                    image_url=item_image_path(item.id))
 

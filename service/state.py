@@ -15,7 +15,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from index.build import redact
 from index.catalog import Catalog
-from index.version import EncoderMismatch, IndexVersion, current_name, open_current
+from index.update import diff
+from index.version import EncoderMismatch, IndexVersion, current_name, open_current, open_version, read_manifest
 from service.batching import Batcher
 from service.ingest import FreshVectors
 from service.settings import Settings
@@ -69,10 +70,12 @@ class Resources:
     _refused: str | None = field(init=False, default=None)  # a published version that could not be served
     fresh: FreshVectors = field(init=False)  # uploads not yet in a published version
     unpublished: threading.Event = field(init=False)  # set by an upload, cleared by the publisher
+    _swap: threading.Lock = field(init=False)  # one reload at a time (the watcher's and the publisher's)
 
     def __post_init__(self) -> None:
         self.fresh = FreshVectors(self.encoder.dim)
         self.unpublished = threading.Event()
+        self._swap = threading.Lock()
         self.label_weights = LabelWeightCache(self.settings.label_cache_size)
         self.image_batcher = Batcher(self.encoder.encode_images, self.settings.max_batch)
         self.text_batcher = None
@@ -123,29 +126,70 @@ class Resources:
             )
         log.info("serving index version %s (%d vectors, collection %r) with encoder %s (%s)",
                  version.name, version.count, settings.collection, settings.encoder, encoder.fingerprint[:16])
-        return cls(settings=settings, encoder=encoder, version=version, catalog=catalog)
+        resources = cls(settings=settings, encoder=encoder, version=version, catalog=catalog)
+        try:
+            resources.catch_up()
+        except SQLAlchemyError as exc:
+            catalog.dispose()
+            raise StartupError(f"cannot read the catalog's vectors at {redact(settings.database_url)}: {exc}") from exc
+        return resources
+
+    def catch_up(self) -> int:
+        """Make the catalog's items that the served version lacks searchable now (uploads committed but
+        not yet published when the last service stopped, a job that died before publishing), and have
+        the publisher fold them in. Returns how many went into the fresh index."""
+        collection, fingerprint = self.settings.collection, self.encoder.fingerprint
+        live_ids, live_keys = self.catalog.live_keys(collection, fingerprint)
+        if self.version.members() is not None:
+            change = diff(self.version, live_ids, live_keys)
+            add, pending = change.add, not change.empty
+        else:  # a version from before member lists: ids alone
+            add = np.setdiff1d(live_ids, self.version.ids())
+            pending = bool(len(add)) or bool(len(np.setdiff1d(self.version.ids(), live_ids)))
+        added = 0
+        for ids, _, vectors in self.catalog.entries_of(add.tolist(), fingerprint):
+            for item_id, vector in zip(ids.tolist(), vectors):
+                self.fresh.add(item_id, vector)
+            added += len(ids)
+        if pending:
+            log.info("%d catalog items are not in index version %s yet: searchable now, published next",
+                     added, self.version.name)
+            self.unpublished.set()
+        return added
 
     def reload_if_published(self) -> bool:
         """Swap in the index version that ``CURRENT`` names if it is newer than the served one.
 
-        The new version is loaded and checked (encoder fingerprint, collection) before the swap;
-        requests in flight keep the version object they started with. A version that cannot be
-        served is logged once and the current one stays. Returns whether a swap happened."""
-        name = current_name(self.settings.index)
-        if name is None or name == self.version.name or name == self._refused:
-            return False
-        try:
-            version = open_current(self.settings.index)
-            version.check_encoder(self.encoder.fingerprint)
-            built_for = version.manifest.get("collection")
-            if built_for is not None and built_for != self.settings.collection:
-                raise ValueError(f"it holds collection {built_for!r}, not {self.settings.collection!r}")
-        except (ValueError, OSError, RuntimeError) as exc:
-            self._refused = name
-            log.error("not serving the newly published index version %s: %s", name, exc)
-            return False
-        old, self.version = self.version, version
-        self.fresh.forget(version.ids())
+        Newer means a higher ``generation`` (each published version counts one past the one it
+        replaced; the version name, a UTC time, decides between versions from before generations):
+        a pointer that names an older version (a slow writer's, a restore from backup) is never
+        followed back. The new version is loaded and checked (encoder fingerprint, collection) before
+        the swap, one reload at a time; requests in flight keep the version object they started with.
+        A version that cannot be served is logged once and the current one stays. Returns whether a
+        swap happened."""
+        with self._swap:
+            name = current_name(self.settings.index)
+            if name is None or name == self.version.name or name == self._refused:
+                return False
+            path = Path(self.settings.index) / "versions" / name
+            try:
+                manifest = read_manifest(path)
+                if _order(manifest, name) < _order(self.version.manifest, self.version.name):
+                    self._refused = name
+                    log.error("not serving index version %s: it is older than the served %s", name,
+                              self.version.name)
+                    return False
+                version = open_version(path)
+                version.check_encoder(self.encoder.fingerprint)
+                built_for = version.manifest.get("collection")
+                if built_for is not None and built_for != self.settings.collection:
+                    raise ValueError(f"it holds collection {built_for!r}, not {self.settings.collection!r}")
+            except (ValueError, OSError, RuntimeError) as exc:
+                self._refused = name
+                log.error("not serving the newly published index version %s: %s", name, exc)
+                return False
+            old, self.version = self.version, version
+            self.fresh.forget(version.ids())
         log.info("index version %s (%d vectors) replaces %s", version.name, version.count, old.name)
         return True
 
@@ -157,12 +201,17 @@ class Resources:
         """Publish the catalog (uploads included) as a new index version and serve it."""
         from index.build import republish
 
-        published = republish(self.catalog, Path(self.settings.index), self.encoder, self.version)
+        published = republish(self.catalog, Path(self.settings.index), self.encoder)
         log.info("%s %s with the catalog's changes (%s)", published.action, published.path.name, published.detail)
         self.reload_if_published()
 
     def close(self) -> None:
         self.catalog.dispose()
+
+
+def _order(manifest: dict, name: str) -> tuple[int, str]:
+    """How index versions are ordered: by generation, then by name (a UTC time)."""
+    return int(manifest.get("generation", 0)), name
 
 
 def open_catalog(url: str) -> Catalog:

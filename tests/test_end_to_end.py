@@ -42,7 +42,7 @@ def test_text_search_returns_real_catalog_rows_and_their_images(served):
     rows = catalog.get_many(h["id"] for h in hits)
     for hit in hits:
         row = rows[hit["id"]]
-        assert hit["source"] == row.source and hit["metadata"] == row.meta
+        assert hit["source"] == row.public_source and hit["metadata"] == row.meta
         image = httpx.get(f"{base}/v1/items/{hit['id']}/image", timeout=30)
         assert image.status_code == 200
         assert image.content == Path(row.source).read_bytes()

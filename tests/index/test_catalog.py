@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sqlalchemy import inspect
 
-from index.catalog import Catalog, NewItem
+from index.catalog import Catalog, NewItem, StaleRevision
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,7 +28,8 @@ def test_migrations_create_the_schema_and_are_idempotent(catalog):
     insp = inspect(catalog.engine)
     assert {"items", "vectors", "alembic_version"} <= set(insp.get_table_names())
     cols = {c["name"] for c in insp.get_columns("items")}
-    assert cols == {"id", "collection", "source", "content_hash", "metadata", "created_at", "updated_at", "deleted_at"}
+    assert cols == {"id", "collection", "source", "content_hash", "metadata", "created_at", "updated_at", "deleted_at",
+                    "source_metadata", "user_metadata", "owner", "root", "revision", "deleted_by"}
 
 
 def test_migrations_match_the_models(catalog):
@@ -106,16 +107,110 @@ def test_a_failed_batch_writes_nothing(catalog):
     assert catalog.count("c") == 0 and list(catalog.live_vectors("c", "fp")) == []
 
 
-def test_deleted_items_vanish_at_once_and_come_back_when_reindexed(catalog):
-    ids = catalog.write_batch("c", "fp", [NewItem(f"/d/{i}", f"h{i}", {}) for i in range(3)], _vectors(3))
+def test_deleted_items_vanish_at_once_and_come_back_only_as_documented(catalog):
+    ids = catalog.write_batch("c", "fp", [NewItem(f"/d/{i}", f"h{i}", {}) for i in range(3)], _vectors(3), "source:/d")
     assert catalog.delete("c", [ids[1], 999_999]) == [ids[1]]
     assert catalog.delete("c", [ids[1]]) == []  # already deleted
     assert catalog.get(ids[1]) is None and set(catalog.get_many(ids)) == {ids[0], ids[2]}
     assert catalog.count("c") == 2 and catalog.live_ids("c") == {ids[0], ids[2]}
     assert next(catalog.live_vectors("c", "fp"))[0].tolist() == [ids[0], ids[2]]
     assert catalog.delete("other", [ids[0]]) == []  # another collection's id is not touched
-    again = catalog.upsert("c", [NewItem("/d/1", "h1", {})])
-    assert again == [ids[1]] and catalog.get(ids[1]) is not None
+    # a person's delete outlives the same bytes seen again; new bytes are a new picture
+    assert catalog.upsert("c", [NewItem("/d/1", "h1", {})], "source:/d") == [None] and catalog.get(ids[1]) is None
+    assert catalog.upsert("c", [NewItem("/d/1", "h1b", {})], "source:/d") == [ids[1]] and catalog.get(ids[1])
+    # what the source deleted (its file was gone) comes back with the file
+    assert catalog.delete("c", [ids[2]], by="source") == [ids[2]]
+    assert catalog.upsert("c", [NewItem("/d/2", "h2", {})], "source:/d") == [ids[2]] and catalog.get(ids[2])
+
+
+def test_a_job_changes_only_what_its_source_owns(catalog):
+    [mine] = catalog.upsert("c", [NewItem("/d/a.png", "h1", {"v": 1})], "source:/d")
+    upload, created = catalog.add_upload("c", "fp", NewItem("/u/ab/ab.png", "ab", {"album": "x"}), _vectors(1)[0])
+    assert created and catalog.get(upload).owner == "upload"
+    [theirs] = catalog.upsert("c", [NewItem("/e/b.png", "h2", {"v": 1})], "source:/e")
+    again = catalog.upsert("c", [NewItem("/d/a.png", "h1", {"v": 2}), NewItem("/u/ab/ab.png", "zz", {}),
+                                 NewItem("/e/b.png", "h9", {"v": 9})], "source:/d")
+    assert again == [mine, None, None]
+    assert catalog.get(upload).meta == {"album": "x"} and catalog.get(upload).content_hash == "ab"
+    assert catalog.get(theirs).meta == {"v": 1} and catalog.get(mine).meta == {"v": 2}
+    assert catalog.owned_sources("c", "source:/d") == {"/d/a.png": mine}
+    assert catalog.foreign_sources("c", "source:/d") == {"/u/ab/ab.png", "/e/b.png"}
+    # the same bytes uploaded again: the same item, its metadata replaced
+    assert catalog.add_upload("c", "fp", NewItem("/u/ab/ab.png", "ab", {"album": "y"}), _vectors(1)[0]) == (upload, False)
+    assert catalog.get(upload).meta == {"album": "y"}
+
+
+def test_edits_win_over_the_source_key_by_key_and_revisions_count_changes(catalog):
+    [i] = catalog.upsert("c", [NewItem("/d/a.png", "h1", {"name": "src", "cat": "a", "sub": "s"})], "source:/d")
+    first = catalog.get(i).revision
+    edited = catalog.update_metadata("c", i, {"name": "mine", "cat": None, "album": "kept"})
+    assert edited.meta == {"name": "mine", "sub": "s", "album": "kept"} and edited.revision == first + 1
+    catalog.upsert("c", [NewItem("/d/a.png", "h1", {"name": "src2", "cat": "b", "sub": "s2"})], "source:/d")
+    row = catalog.get(i)
+    assert row.meta == {"name": "mine", "sub": "s2", "album": "kept"}
+    assert row.source_meta == {"name": "src2", "cat": "b", "sub": "s2"} and row.revision == first + 2
+    catalog.upsert("c", [NewItem("/d/a.png", "h1", {"name": "src2", "cat": "b", "sub": "s2"})], "source:/d")
+    assert catalog.get(i).revision == first + 2  # nothing changed: no new revision
+    with pytest.raises(StaleRevision):
+        catalog.update_metadata("c", i, {"x": 1}, revision=first)
+    with pytest.raises(StaleRevision):
+        catalog.delete("c", [i], revision=first)
+    assert catalog.delete("c", [i], revision=first + 2) == [i]
+
+
+def test_row_ids_are_never_reused(catalog):
+    ids = catalog.upsert("c", [NewItem(f"/r/{n}", f"h{n}", {}) for n in range(3)])
+    with catalog.engine.begin() as conn:  # a row removed for good (by hand, or a future purge)
+        conn.exec_driver_sql(f"DELETE FROM items WHERE id = {max(ids)}")
+    [new] = catalog.upsert("c", [NewItem("/r/new", "hn", {})])
+    assert new > max(ids)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_a_catalog_from_the_previous_revision_upgrades_and_keeps_its_rows(db, request, tmp_path):
+    """A catalog at revision 0003 (before owners) with an indexed file, an edited and deleted item and an
+    upload: after the upgrade every row and vector is there, uploads are known as such, deletes stay."""
+    url = request.getfixturevalue("postgres_url") if db == "postgresql" else f"sqlite:///{tmp_path / 'old.db'}"
+    blob = r"'\x00000000'::bytea" if db == "postgresql" else "X'00000000'"  # one float32 zero
+    old = Catalog(url)
+    old.migrate("0003")
+    digest = "ab" + "0" * 62
+    with old.engine.begin() as conn:
+        for i, (source, h, meta, deleted) in enumerate([
+                ("/photos/a.png", "h1", '{"name": "a"}', None),
+                ("/photos/b.png", "h2", '{"name": "b"}', "2026-11-30 10:00:00"),
+                (f"/srv/uploads/ab/{digest}.png", digest, '{"album": "x"}', None)], 1):
+            conn.exec_driver_sql(
+                "INSERT INTO items (id, collection, source, content_hash, metadata, created_at, updated_at, "
+                f"deleted_at) VALUES ({i}, 'default', '{source}', '{h}', '{meta}', '2026-11-29 10:00:00', "
+                f"'2026-11-29 10:00:00', {'NULL' if deleted is None else repr(deleted)})")
+            conn.exec_driver_sql("INSERT INTO vectors (item_id, fingerprint, content_hash, vector) "
+                                 f"VALUES ({i}, 'fp', '{h}', {blob})")
+        if db == "postgresql":  # where the sequence would be had these rows been inserted without ids
+            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('items', 'id'), 3)")
+    old.dispose()
+    catalog = Catalog(url)
+    try:
+        catalog.migrate()
+        a, upload = catalog.get(1), catalog.get(3)
+        assert (a.meta, a.source_meta, a.user_meta, a.owner, a.revision) == ({"name": "a"}, {"name": "a"}, {}, None, 1)
+        assert upload.owner == "upload" and upload.meta == {"album": "x"}
+        assert catalog.get(2) is None  # still deleted, now as a person's delete: a job leaves it so
+        assert catalog.upsert("default", [NewItem("/photos/b.png", "h2", {})], "source:/photos") == [None]
+        assert catalog.upsert("default", [NewItem("/photos/a.png", "h1", {"name": "a"})], "source:/photos") == [1]
+        assert catalog.get(1).owner == "source:/photos"  # adopted by the first job that lists it
+        assert catalog.live_vector_ids("default", "fp").tolist() == [1, 3]
+        [new] = catalog.upsert("default", [NewItem("/photos/c.png", "h3", {})], "source:/photos")
+        assert new == 4
+    finally:
+        if db == "postgresql":
+            from index.catalog import Base
+
+            Base.metadata.drop_all(catalog.engine)
+            with catalog.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        catalog.dispose()
+
 
 
 def test_a_source_twice_in_one_batch_keeps_its_last_occurrence(catalog):

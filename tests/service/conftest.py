@@ -147,3 +147,88 @@ def other_encoder(tmp_path_factory, micro_encoder) -> Path:
                       run=meta["run"])
     assert fp != meta["fingerprint"]
     return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request, tmp_path) -> str:
+    """A new, empty catalog: an SQLite file, or a database of its own in the throwaway PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    import secrets
+
+    from sqlalchemy import create_engine
+
+    server = request.getfixturevalue("postgres_url")
+    name = f"t_{secrets.token_hex(6)}"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return f"{server.rsplit('/', 1)[0]}/{name}"
+
+
+class Deployment:
+    """What the README deploys, in small: a manifest of copied sample images indexed by a batch job into
+    ``url``, and the service writing into the same catalog through the API (with a write key)."""
+
+    def __init__(self, encoder: str, url: str, root: Path, rows: list[dict]) -> None:
+        self.encoder, self.url, self.root, self.rows = encoder, url, root, rows
+        self.images, self.index, self.uploads = root / "images", root / "index", root / "uploads"
+        self.images.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            shutil.copy(SAMPLE / r["file"], self.path_of(r))
+        self.manifest = root / "manifest.jsonl"
+        self.write_manifest(rows)
+        self._key: str | None = None
+
+    def write_manifest(self, rows: list[dict]) -> None:
+        with open(self.manifest, "w") as f:
+            for r in rows:
+                f.write(json.dumps({**r, "file": f"images/{self.path_of(r).name}"}) + "\n")
+
+    def path_of(self, row: dict) -> Path:
+        return self.images / f"{row['vendor']}-{row['code']}.png"
+
+    def build(self, **overrides):
+        from index.build import BuildConfig, build
+
+        cfg = {"encoder": self.encoder, "source": self.manifest, "out": self.index, "database_url": self.url,
+               "workers": 0, "progress": False, **overrides}
+        return build(BuildConfig(**cfg))
+
+    def settings(self, **overrides):
+        from service.settings import Settings
+
+        return Settings(**{"encoder": self.encoder, "index": self.index, "database_url": self.url,
+                           "upload_dir": self.uploads, "publish_delay": 0.2, "reload_interval": 0.2, **overrides})
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            from index.catalog import Catalog
+            from service.keys import create_key
+
+            catalog = Catalog(self.url)
+            try:
+                self._key, _ = create_key(catalog, "writer", ["read", "write"])
+            finally:
+                catalog.dispose()
+        return self._key
+
+    @contextmanager
+    def serve(self, **overrides) -> Iterator[TestClient]:
+        from service.app import create_app
+
+        with TestClient(create_app(self.settings(**overrides)),
+                        headers={"Authorization": f"Bearer {self.key}"}) as client:
+            yield client
+
+
+@pytest.fixture
+def deployment(micro_encoder, catalog_url, tmp_path) -> Deployment:
+    """Eight sample images (four emoji, both vendors) indexed once; see ``Deployment``."""
+    rows = sample_rows()[:8]
+    d = Deployment(str(micro_encoder), catalog_url, tmp_path / "deploy", rows)
+    report = d.build()
+    assert report.indexed == len(rows) and not report.failures
+    return d

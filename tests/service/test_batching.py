@@ -116,7 +116,7 @@ def test_concurrent_http_queries_get_the_same_answers_as_sequential_ones(client,
         assert np.allclose([h["score"] for h in a], [h["score"] for h in b], atol=1e-5)
         for x, y in zip(a, b):
             assert x["id"] == y["id"] or abs(x["score"] - y["score"]) < 1e-5
-    assert all(p[0]["source"] == str(sample_png) for p in pictures)
+    assert all(p[0]["source"] == sample_png.name for p in pictures)
 
 
 def test_a_follow_up_runs_in_the_encoder_thread_for_a_lone_request_and_in_the_pool_otherwise():

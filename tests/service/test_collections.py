@@ -43,7 +43,7 @@ def test_a_simclr_and_a_clip_collection_served_together(two):
                             files={"file": ("q.png", png, "image/png")}, data={"k": "3"})
             assert r.status_code == 200, r.text
             top = r.json()["results"][0]
-            assert top["source"] == str(two["query"]) and top["collection"] == collection
+            assert top["source"] == two["query"].name and top["collection"] == collection
             assert client.get(f"/v1/items/{top['id']}?collection={collection}").status_code == 200
         clip_ids = {h["id"] for h in client.post("/v1/search/text", json={"query": "face", "k": 10}).json()["results"]}
         simclr_top = client.post("/v1/search/image?collection=simclr", files={"file": ("q.png", png, "image/png")},

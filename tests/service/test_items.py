@@ -18,7 +18,7 @@ def test_item_matches_the_catalog_row(client, built_index):
     row = catalog.get(hit["id"])
     catalog.dispose()
     assert item["id"] == row.id
-    assert item["source"] == row.source == hit["source"]
+    assert item["source"] == row.public_source == hit["source"]
     assert item["collection"] == row.collection == "default"
     assert item["content_hash"] == row.content_hash
     assert item["metadata"] == row.meta == hit["metadata"]
@@ -32,7 +32,7 @@ def test_image_bytes_are_the_files_bytes(client):
         r = client.get(hit["image_url"])
         assert r.status_code == 200
         assert r.headers["content-type"] == "image/png"
-        assert r.content == Path(hit["source"]).read_bytes()
+        assert r.content == Path(hit["metadata"]["file"]).read_bytes()
         head = client.head(hit["image_url"])
         assert head.status_code == 200 and int(head.headers["content-length"]) == len(r.content)
 
@@ -56,8 +56,8 @@ def test_gone_file_is_404(serve, perishable_index):
         hits = c.post("/v1/search/text", json={"query": "keycap", "k": 4}).json()["results"]
         assert len(hits) == 4
         victim, survivor = hits[0], hits[1]
-        Path(victim["source"]).unlink()
+        Path(victim["metadata"]["file"]).unlink()
         error = assert_error(c.get(victim["image_url"]), 404, "not_found")
         assert str(victim["id"]) in error["message"]
         assert c.get(f"/v1/items/{victim['id']}").status_code == 200  # the catalog row is still there
-        assert c.get(survivor["image_url"]).content == Path(survivor["source"]).read_bytes()
+        assert c.get(survivor["image_url"]).content == Path(survivor["metadata"]["file"]).read_bytes()

@@ -26,8 +26,8 @@ def test_serves_over_http(live_server, built_index, sample_png):
         hits = http.post("/v1/search/text", json={"query": "dog", "k": 4}).json()["results"]
         assert len(hits) == 4
         r = http.post("/v1/search/image", files={"file": ("q.png", sample_png.read_bytes(), "image/png")})
-        assert r.json()["results"][0]["source"] == str(sample_png)
-        assert http.get(hits[0]["image_url"]).content == open(hits[0]["source"], "rb").read()
+        assert r.json()["results"][0]["source"] == sample_png.name
+        assert http.get(hits[0]["image_url"]).content == open(hits[0]["metadata"]["file"], "rb").read()
         bad = http.post("/v1/search/text", json={"query": " "})
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "empty_query"
         assert http.get("/").status_code == 200
