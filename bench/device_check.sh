@@ -92,11 +92,7 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.
 print(f"GPU: {torch.cuda.get_device_name(0)}, capability {torch.cuda.get_device_capability(0)}, "
       f"bf16 {torch.cuda.is_bf16_supported()}" if cuda else "GPU: none visible to torch")
 EOF
-if ((SMOKE)); then
-    DEVICE=cpu
-elif "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
-    DEVICE=cuda
-else
+if ! ((SMOKE)) && ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     echo "no CUDA device: this run is for the GPU machine (on a CPU: --smoke)" >&2
     exit 2
 fi
