@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in SSL_HELP:
         _ssl_parser(sub, name)
     _eval_parser(sub)
+    x = sub.add_parser("export", help="write an encoder as an open_clip model (config + weights) or ONNX graphs")
+    x.add_argument("encoder", help="encoder file or open_clip:MODEL/TAG_OR_PATH")
+    x.add_argument("--format", choices=["open_clip", "onnx"], required=True)
+    x.add_argument("--out", type=Path, required=True, help="folder to write into")
     args = parser.parse_args(argv)
     if getattr(args, "recipe", None):
         args = _apply_recipe(parser, sub.choices[args.command], args.recipe, argv)
@@ -272,6 +276,17 @@ def main(argv: list[str] | None = None) -> int:
         except Interrupted as exc:
             print(f"{exc}; continue with --resume", file=sys.stderr)
             return 130
+    if args.command == "export":
+        from training.export import export
+
+        try:
+            done = export(args.encoder, args.format, args.out)
+        except (ValueError, FileNotFoundError, ImportError) as exc:  # SSL as open_clip, no onnx installed
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {', '.join(str(f) for f in done.files)}" + (
+            f"\nopen_clip.add_model_config({str(args.out)!r}); open_clip.create_model_and_transforms("
+            f"{done.model_name!r}, pretrained={str(done.files[1])!r})" if done.model_name else ""))
     if args.command == "eval":
         from training.eval_clip import DEFAULT_TEMPLATES, EvalConfig, format_table, plot, run, write_json
 
