@@ -112,20 +112,30 @@ def emoji(a) -> None:
                   "--lr", "2e-3", "--warmup", "15", "--log-every", "10"]
         per_method = {"simclr": ["--temperature", "0.2"], "moco": ["--temperature", "0.2", "--queue-size", "1024",
                                                                       "--momentum", "0.99"], "rotnet": []}
+        if a.defaults:  # each method exactly as `python -m training METHOD --data F --out E` runs it
+            common, per_method = ["--data", str(manifest), "--where", f"vendor={a.vendor}"], dict.fromkeys(per_method, [])
+        steps = ["--steps", str(a.steps)] if a.steps else []
         for method in a.methods:
             out = tmp / f"{method}.safetensors"
-            seconds = train(method, [*common, *per_method[method], "--steps", str(a.steps), *a.extra], out,
-                            tmp / f"{method}.jsonl")
-            runs[method] = {"wall_seconds": round(seconds, 1), "steps": a.steps,
-                            "args": [*common, *per_method[method], "--steps", str(a.steps), *a.extra]}
+            seconds = train(method, [*common, *per_method[method], *steps, *a.extra], out, tmp / f"{method}.jsonl")
+            runs[method] = {"wall_seconds": round(seconds, 1), "steps": a.steps or "default",
+                            "args": [*common, *per_method[method], *steps, *a.extra]}
             encoders.append(out)
         random_init = tmp / "random-init.safetensors"
         train(a.methods[0], [*common, "--steps", "0"], random_init, tmp / "random.jsonl")
         encoders.append(random_init)
         cfg = EvalConfig(encoders=[str(e) for e in encoders], data=manifest, group_key="code", pixels=True)
-        results = evaluate(cfg, "emoji_ssl_cross_vendor",
-                           f"emoji: trained on {a.vendor} only; same code by the other vendor = hit")
-    save("emoji_ssl_cross_vendor", {
+        results = evaluate(cfg, a.name, f"emoji: trained on {a.vendor} only; same code by the other vendor = hit")
+        # the CLIP table's measure too: each vendor's images query the other vendor's only (clip_quality.py)
+        from clip_quality import cross_vendor_recall, pixels
+        from training.eval_clip import load_encoders, load_rows
+
+        rows_, images = load_rows(cfg)
+        for spec, encoder in {**load_encoders(cfg), "pixels 16 px": pixels(16)}.items():
+            cross = cross_vendor_recall(encoder.encode_images(images), rows_)
+            results.setdefault(spec, {}).update({f"other vendor's gallery: {k}": v for k, v in cross.items()})
+            print(_name(spec), " ".join(f"{k} {v:.3f}" for k, v in cross.items()))
+    save(a.name, {
         "command": "ssl_quality.py " + " ".join(sys.argv[1:]),
         "data": str(root), "images": len(rows), "trained_on": f"vendor={a.vendor}",
         "runs": runs,
@@ -150,10 +160,15 @@ def main() -> None:
     e.add_argument("--methods", nargs="+", default=["simclr", "moco", "rotnet"], choices=["simclr", "moco", "rotnet"])
     e.add_argument("--vendor", default="google", help="train on this vendor's artwork only")
     e.add_argument("--backbone", default="small-cnn")
-    e.add_argument("--steps", type=int, default=150)
+    e.add_argument("--steps", type=int, default=None, help="training steps (default: 150, or with --defaults the CLI's)")
+    e.add_argument("--defaults", action="store_true",
+                   help="train with the CLI's defaults (no option but --data and --where) instead of the bench's")
+    e.add_argument("--name", default="emoji_ssl_cross_vendor", help="results file name")
     for q in (m, e):
         q.add_argument("extra", nargs="*", help="more training flags, after --")
     a = p.parse_args()
+    if a.task == "emoji" and a.steps is None and not a.defaults:
+        a.steps = 150
     (mnist if a.task == "mnist" else emoji)(a)
 
 

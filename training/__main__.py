@@ -19,7 +19,7 @@ from training.malloc import retain_freed_memory
 
 
 def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float, steps: int, lr: float,
-                weight_decay: float, warmup: int) -> None:
+                weight_decay: float, warmup: int, precision: str = "fp32") -> None:
     """The options of ``training.loop`` every trainer shares; defaults differ per method."""
     p.add_argument("--batch-size", type=int, default=batch_size, help="per process")
     p.add_argument("--accum-steps", type=int, default=1, help="batches per optimiser step")
@@ -28,8 +28,9 @@ def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--weight-decay", type=float, default=weight_decay)
     p.add_argument("--warmup", type=int, default=warmup, help="warm-up steps")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="autocast precision (bf16 on GPUs that have it)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"] + (["auto"] if precision == "auto" else []),
+                   default=precision,
+                   help="autocast precision (auto: bf16 where the GPU or CPU runs it natively, else fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: OUT.ckpt)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: end/interrupt)")
@@ -38,6 +39,29 @@ def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
                    help="also write the logged steps as TensorBoard scalars to DIR (needs tensorboard)")
+
+
+def _augment_flags(p: argparse.ArgumentParser) -> None:
+    """The augmentation settings (``training.augment.AugmentConfig``); unset ones keep the method's defaults."""
+    p.add_argument("--min-scale", type=float, default=None, help="random resized crop: smallest area fraction")
+    p.add_argument("--flip-prob", type=float, default=None, help="horizontal flip probability")
+    p.add_argument("--jitter-prob", type=float, default=None, help="colour jitter probability")
+    p.add_argument("--jitter-strength", type=float, default=None, help="colour jitter strength s")
+    p.add_argument("--no-colour-jitter", dest="colour_jitter", action="store_false",
+                   help="jitter brightness and contrast only (for grayscale data: saturation and hue do nothing)")
+    p.add_argument("--grayscale-prob", type=float, default=None, help="random grayscale probability")
+    p.add_argument("--blur-prob", type=float, default=None, help="Gaussian blur probability")
+    p.add_argument("--rotate-prob", type=float, default=None, help="random rotation probability")
+    p.add_argument("--rotate-degrees", type=float, default=None, help="random rotation range (+-degrees)")
+
+
+def _augment_overrides(args: argparse.Namespace) -> dict:
+    overrides = {k: getattr(args, k) for k in ("min_scale", "flip_prob", "jitter_prob", "jitter_strength",
+                                                 "grayscale_prob", "blur_prob", "rotate_prob", "rotate_degrees")
+                 if getattr(args, k) is not None}
+    if not args.colour_jitter:
+        overrides.update(jitter_saturation=False, jitter_hue=False)
+    return overrides
 
 
 def _loop_config(args: argparse.Namespace) -> LoopConfig:
@@ -61,8 +85,12 @@ def _clip_parser(sub) -> None:
     p.add_argument("--caption-key", default="caption",
                    help="manifest column with the caption; for shards the caption extension, e.g. 'txt'")
     p.add_argument("--out", type=Path, required=True, help="encoder file to write (.safetensors)")
-    p.add_argument("--model", default="lookalike-tiny",
-                   help="open_clip model name (lookalike-tiny and lookalike-micro are small CPU configs)")
+    p.add_argument("--model", default="lookalike-cnn",
+                   help="open_clip model name (lookalike-cnn: a small CNN image tower at 32 px for CPUs and small "
+                        "data; lookalike-tiny, lookalike-micro: small ViT configs)")
+    p.add_argument("--image-backbone", default=None,
+                   help="replace the model's image tower by this backbone: small-cnn[,width=32,depth=4] | "
+                        "resnet18[,small_stem=true] | timm:MODEL | a JSON object")
     p.add_argument("--pretrained", default=None,
                    help="start from these weights: an open_clip tag (downloads) or a local checkpoint file")
     p.add_argument("--image-tower", type=Path, default=None, metavar="ENCODER",
@@ -73,7 +101,29 @@ def _clip_parser(sub) -> None:
     p.add_argument("--loss", choices=["clip", "siglip"], default="clip",
                    help="clip: softmax contrastive (ClipLoss); siglip: pairwise sigmoid (SigLipLoss)")
     p.add_argument("--image-size", type=int, default=None, help="override the model's input size")
-    _loop_flags(p, batch_size=128, grad_clip=1.0, steps=600, lr=1e-3, weight_decay=0.1, warmup=50)
+    p.add_argument("--views", type=int, choices=[1, 2], default=2,
+                   help="2: two augmented views per item, the multi-positive CLIP loss and the image-only term; "
+                        "1: plain CLIP on (image, caption) pairs with --loss")
+    p.add_argument("--multi-positive", action=argparse.BooleanOptionalAction, default=True,
+                   help="items sharing a caption (or --group-key) are positives in both terms; "
+                        "--no-multi-positive: only an item's own views and caption are")
+    p.add_argument("--group-key", default=None, help="manifest column: rows with the same value are positives")
+    p.add_argument("--ssl-weight", type=float, default=1.0,
+                   help="weight of the image-only supervised-contrastive term beside CLIP's loss (SLIP; 0: off)")
+    p.add_argument("--ssl-temperature", type=float, default=0.1, help="temperature of that term")
+    p.add_argument("--ssl-dim", type=int, default=128, help="output width of its projection head")
+    p.add_argument("--caption-variant-key", action="append", default=[], metavar="COLUMN",
+                   help="manifest column of more captions per row (a string or a list); one is drawn per step")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="the image side's style augmentation (crops, colour jitter, grayscale); "
+                        "--no-augment: open_clip's training transform")
+    _augment_flags(p)
+    p.add_argument("--cache-mb", type=float, default=1024,
+                   help="decode the manifest's images into memory when they fit in this many MiB (0: never)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC image tower (default: for convolutional towers)")
+    _loop_flags(p, batch_size=256, grad_clip=1.0, steps=400, lr=2e-3, weight_decay=0.1, warmup=40,
+                precision="auto")
     p.add_argument("--val-data", type=Path, default=None, help="validation manifest for the periodic monitor")
     p.add_argument("--val-label-key", action="append", default=[], help="zero-shot column of --val-data")
     p.add_argument("--val-group-key", default=None, help="image->image group column of --val-data")
@@ -109,16 +159,7 @@ def _ssl_parser(sub, name: str) -> None:
                    help="small-cnn[,width=32,depth=3,norm=bn] | resnet18[,small_stem=true] | resnet50 | "
                         "timm:MODEL | a JSON object")
     p.add_argument("--image-size", type=int, default=32, help="training and embedding input size (px)")
-    p.add_argument("--min-scale", type=float, default=None, help="random resized crop: smallest area fraction")
-    p.add_argument("--flip-prob", type=float, default=None, help="horizontal flip probability")
-    p.add_argument("--jitter-prob", type=float, default=None, help="colour jitter probability")
-    p.add_argument("--jitter-strength", type=float, default=None, help="colour jitter strength s")
-    p.add_argument("--no-colour-jitter", dest="colour_jitter", action="store_false",
-                   help="jitter brightness and contrast only (for grayscale data: saturation and hue do nothing)")
-    p.add_argument("--grayscale-prob", type=float, default=None, help="random grayscale probability")
-    p.add_argument("--blur-prob", type=float, default=None, help="Gaussian blur probability")
-    p.add_argument("--rotate-prob", type=float, default=None, help="random rotation probability")
-    p.add_argument("--rotate-degrees", type=float, default=None, help="random rotation range (+-degrees)")
+    _augment_flags(p)
     if name in ("simclr", "moco"):
         p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (0.5 SimCLR, 0.2 MoCo)")
         p.add_argument("--proj-hidden", type=int, default=512, help="projection head hidden width")
@@ -132,9 +173,14 @@ def _ssl_parser(sub, name: str) -> None:
         p.add_argument("--momentum", type=float, default=0.99, help="key encoder momentum")
         p.add_argument("--queue-size", type=int, default=4096, help="negatives kept from earlier batches")
         p.add_argument("--symmetric", action="store_true", help="symmetrised loss (both views as queries)")
+    if name in ("simclr", "moco"):
+        p.add_argument("--batch-augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="decode the images once into memory and augment whole batches at once (without blur); "
+                            "--no-batch-augment: torchvision's transforms one view at a time")
+        p.add_argument("--cache-mb", type=float, default=1024, help="the in-memory images' limit (MiB)")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across torchrun processes (GPUs)")
     p.add_argument("--channels-last", action="store_true", help="NHWC weights (faster convolutions on CPUs)")
-    _loop_flags(p, batch_size=256, grad_clip=0.0, steps=500, lr=2e-3, weight_decay=1e-4, warmup=25)
+    _loop_flags(p, batch_size=256, grad_clip=0.0, steps=500, lr=2e-3, weight_decay=1e-4, warmup=25, precision="auto")
     p.add_argument("--val-folder", type=Path, default=None,
                    help="labelled folder (class sub-folders) for the k-NN monitor")
     p.add_argument("--val-fraction", type=float, default=0.2,
@@ -154,11 +200,7 @@ def _ssl_config(args: argparse.Namespace, where: dict[str, str]):
     from training.backbones import parse_backbone
     from training.train_ssl import SSLTrainConfig
 
-    overrides = {k: getattr(args, k) for k in ("min_scale", "flip_prob", "jitter_prob", "jitter_strength",
-                                                 "grayscale_prob", "blur_prob", "rotate_prob", "rotate_degrees")
-                 if getattr(args, k) is not None}
-    if not args.colour_jitter:
-        overrides.update(jitter_saturation=False, jitter_hue=False)
+    overrides = _augment_overrides(args)
     backbone = args.backbone if isinstance(args.backbone, dict) else parse_backbone(args.backbone)
     return SSLTrainConfig(
         method=args.command, data=args.data, out=args.out, image_key=args.image_key, where=where,
@@ -168,6 +210,7 @@ def _ssl_config(args: argparse.Namespace, where: dict[str, str]):
         proj_dim=getattr(args, "proj_dim", 128), momentum=getattr(args, "momentum", 0.99),
         queue_size=getattr(args, "queue_size", 4096), symmetric=getattr(args, "symmetric", False),
         separate_views=getattr(args, "separate_views", False),
+        batch_augment=getattr(args, "batch_augment", False), cache_mb=getattr(args, "cache_mb", 1024.0),
         sync_bn=args.sync_bn, channels_last=args.channels_last, threads=args.threads, batch_size=args.batch_size,
         workers=args.workers, seed=args.seed, device=args.device,
         checkpoint=args.checkpoint, resume=args.resume, log_file=args.log_file, val_folder=args.val_folder,
@@ -242,13 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     retain_freed_memory()  # steps free and re-allocate the same activations: keep them mapped
 
     if args.command == "clip":
-        from training.train_clip import ClipTrainConfig, run
+        from training.augment import AugmentConfig
+        from training.train_clip import CLIP_AUGMENT, ClipTrainConfig, run
 
         cfg = ClipTrainConfig(
             data=args.data, out=args.out, image_key=args.image_key, caption_key=args.caption_key,
             model=args.model, pretrained=args.pretrained, lock_image=args.lock_image, lock_text=args.lock_text,
-            loss=args.loss, image_tower=args.image_tower,
-            image_size=args.image_size, batch_size=args.batch_size, workers=args.workers,
+            loss=args.loss, image_tower=args.image_tower, image_size=args.image_size,
+            image_backbone=_backbone(parser, args.image_backbone), views=args.views,
+            multi_positive=args.multi_positive,
+            group_key=args.group_key, ssl_weight=args.ssl_weight, ssl_temperature=args.ssl_temperature,
+            ssl_dim=args.ssl_dim, caption_variant_keys=args.caption_variant_key,
+            augment=AugmentConfig(**{**CLIP_AUGMENT, **_augment_overrides(args)}) if args.augment else None,
+            cache_mb=args.cache_mb, channels_last=args.channels_last, batch_size=args.batch_size, workers=args.workers,
             seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
             log_file=args.log_file, val_data=args.val_data, val_label_keys=args.val_label_key,
             val_group_key=args.val_group_key,
@@ -311,6 +360,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return 0
+
+
+def _backbone(parser: argparse.ArgumentParser, spec) -> dict | None:
+    from training.backbones import parse_backbone
+
+    if spec is None or isinstance(spec, dict):
+        return spec
+    try:
+        return parse_backbone(spec)
+    except ValueError as exc:
+        parser.error(f"--image-backbone: {exc}")
 
 
 def _where(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:

@@ -55,7 +55,8 @@ def blur_kernel(size: int) -> int:
 
 
 def simclr_transform(preprocess: Preprocess, cfg: AugmentConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """One random view: PIL image of any mode -> float tensor (3, size, size), normalised like ``preprocess``."""
+    """One random view: PIL image of any mode (or RGB uint8 pixels (3, h, w)) -> float tensor (3, size, size),
+    normalised like ``preprocess``."""
     size = _side(preprocess.size)
     s = cfg.jitter_strength
     steps: list = [
@@ -77,7 +78,7 @@ def simclr_transform(preprocess: Preprocess, cfg: AugmentConfig) -> Callable[[Im
         steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel(size), sigma=cfg.blur_sigma)], p=cfg.blur_prob))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(preprocess.mean, preprocess.std)]
     pipeline = v2.Compose(steps)
-    return lambda image: pipeline(to_rgb(image))
+    return lambda image: pipeline(to_rgb(image) if isinstance(image, Image.Image) else image)
 
 
 def light_transform(preprocess: Preprocess, min_scale: float = 0.5, flip_prob: float = 0.5) -> Callable:

@@ -29,13 +29,26 @@ def model_config(model_name: str) -> dict[str, Any]:
 
 
 def build_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate a randomly initialised CLIP from a full config dict (as in an encoder file)."""
+    """Instantiate a randomly initialised CLIP from a full config dict (as in an encoder file).
+
+    A config with an ``image_backbone`` (a ``training.backbones`` spec, e.g. ``lookalike-cnn``'s small
+    CNN) gets that backbone and a linear projection as its image tower (``BackboneTower``) in place of
+    the open_clip tower its ``vision_cfg`` describes; ``vision_cfg.image_size`` is still its input size.
+    """
     cfg = copy.deepcopy(model_cfg)
     if "multimodal_cfg" in cfg:
         raise ValueError("CoCa models are not supported as encoders")
+    backbone = cfg.pop("image_backbone", None)
     custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
     cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
-    return cls(**cfg)
+    model = cls(**cfg)
+    if backbone:
+        size = cfg["vision_cfg"]["image_size"]
+        # bilinear: the resampling of the training crops (torchvision's RandomResizedCrop)
+        preprocess = {"size": size, "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
+                      "interpolation": "bilinear", "resize_mode": "shortest"}
+        attach_backbone_tower(model, backbone, int(cfg["embed_dim"]), preprocess)
+    return model
 
 
 def build_tokenizer(model_name: str, model_cfg: dict[str, Any]):

@@ -80,13 +80,13 @@ def jsonable(obj: Any) -> Any:
 
 
 def keyed_loader(dataset, batch_size: int, seed: int, dist: DistInfo, device: torch.device, workers: int,
-                 start_step: int) -> DataLoader:
+                 start_step: int, collate_fn: Callable | None = None) -> DataLoader:
     """The DataLoader of a keyed dataset: a StepSampler positioned at ``start_step`` (exact resume)."""
     from training.sampling import StepSampler
 
     sampler = StepSampler(len(dataset), batch_size, seed, dist.rank, dist.world_size, start_step=start_step)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=False)
+                      pin_memory=device.type == "cuda", persistent_workers=False, collate_fn=collate_fn)
 
 
 def seed_everything(seed: int) -> None:
@@ -119,6 +119,17 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return f
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast where the hardware runs it natively (CUDA with bf16; CPUs with AVX512-BF16 or
+    AMX, where it made the small CNNs' steps ~2.5x faster here), else fp32. Other values pass through."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if native else "fp32"
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -80,3 +80,63 @@ def info_nce_with_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, t
     negative = q @ queue.T  # (B, K)
     logits = torch.cat([positive, negative], dim=1) / temperature  # (B, 1 + K)
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy against the uniform distribution over each row's positives.
+
+    logits: (R, C) float; positives: (R, C) bool with at least one True per row."""
+    target = positives.float() / positives.sum(dim=1, keepdim=True)
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def multi_positive_clip(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                        image_groups: torch.Tensor, text_groups: torch.Tensor, rank: int = 0,
+                        world_size: int = 1) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE where every (image, text) pair of the same group is a positive.
+
+    image: (Bi, d) image embeddings on this process (e.g. two views of B items: Bi = 2B);
+    text:  (Bt, d) text embeddings on this process; both already L2-normalised;
+    logit_scale: () the learnt inverse temperature (exp already applied, as open_clip's model returns it);
+    image_groups: (Bi,) int64, text_groups: (Bt,) int64: items sharing a caption (or a group column)
+    share a group id, and each image's own caption must be in the batch (so every row has a positive).
+    With one view per item and all groups distinct this is exactly open_clip's ClipLoss. The target of
+    each row is uniform over its positives (SupCon's "out" form, as in multi-positive CLIP variants).
+    Returns the mean of the image->text and text->image terms over this process's rows.
+    """
+    all_text = gather_with_grad(text.float(), world_size)  # (W * Bt, d)
+    all_image = gather_with_grad(image.float(), world_size)  # (W * Bi, d)
+    all_tg = gather_no_grad(text_groups, world_size)
+    all_ig = gather_no_grad(image_groups, world_size)
+    i2t = logit_scale * image.float() @ all_text.T  # (Bi, W * Bt)
+    t2i = logit_scale * text.float() @ all_image.T  # (Bt, W * Bi)
+    loss_i = _soft_cross_entropy(i2t, image_groups[:, None] == all_tg[None, :])
+    loss_t = _soft_cross_entropy(t2i, text_groups[:, None] == all_ig[None, :])
+    return (loss_i + loss_t) / 2
+
+
+def supcon(z: torch.Tensor, groups: torch.Tensor, temperature: float = 0.1, rank: int = 0,
+           world_size: int = 1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) over views: views of one group are positives.
+
+    z: (N, d) projections of this process's N views (unnormalised; cosine similarity, float32);
+    groups: (N,) int64; two augmentations of one image share a group, and so may different images
+    (e.g. two vendors' drawings of one emoji). Each view must have at least one positive besides itself.
+    With groups = [0..B-1, 0..B-1] (two views per image, nothing else shared) this is NT-Xent.
+
+        loss_k = - 1/|P(k)| sum_{p in P(k)} log( exp(s(k,p)/t) / sum_{j != k} exp(s(k,j)/t) )
+
+    Returns the mean of loss_k over the local views.
+    """
+    local = F.normalize(z.float(), dim=1)
+    everyone = gather_with_grad(local, world_size)  # (W * N, d)
+    all_groups = gather_no_grad(groups, world_size)
+    logits = local @ everyone.T / temperature  # (N, W * N)
+    n = local.shape[0]
+    self_mask = F.one_hot(rank * n + torch.arange(n, device=z.device), logits.shape[1]).bool()
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    positives = (groups[:, None] == all_groups[None, :]) & ~self_mask
+    if not bool(positives.any(dim=1).all()):
+        raise ValueError("every view needs a positive besides itself (e.g. a second view of its image)")
+    log_prob = F.log_softmax(logits, dim=1).masked_fill(~positives, 0.0)
+    return -(log_prob.sum(dim=1) / positives.sum(dim=1)).mean()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,10 +26,11 @@ from torch import nn
 
 from training.augment import AugmentConfig, Views, light_transform, simclr_transform
 from training.backbones import build_backbone
-from training.data import ImageDataset, labelled_folder, list_images, manifest_images
+from training.batch_augment import BatchAugment
+from training.data import ImageDataset, ImagePixels, ViewsCollate, labelled_folder, list_images, manifest_images
 from training.distributed import DistInfo, init_from_env, unwrap
 from training.encoder import Encoder, Preprocess, save_encoder
-from training.loop import RunFiles, Trainer, jsonable, keyed_loader, seed_everything
+from training.loop import RunFiles, Trainer, jsonable, keyed_loader, resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,10 @@ class SSLTrainConfig(RunFiles):
     separate_views: bool = False  # SimCLR: one forward per view (BN statistics per view) instead of one joint
     sync_bn: bool = False  # SyncBatchNorm across processes (GPUs only)
     channels_last: bool = False  # NHWC weights: faster convolutions on CPUs (and on GPUs with AMP)
+    # SimCLR / MoCo: decode the images once into memory (when they fit in cache_mb) and augment whole
+    # batches (training.batch_augment) instead of one view at a time with torchvision; needs blur_prob 0
+    batch_augment: bool = True
+    cache_mb: float = 1024.0
     threads: int = 0  # intra-op CPU threads of the training process (0: torch's default)
     batch_size: int = 256  # per process
     workers: int = 2
@@ -174,6 +179,7 @@ def run(cfg: SSLTrainConfig) -> SSLTrainResult:
         # rest for augmentation beats every process fighting over every core.
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    cfg.loop = replace(cfg.loop, precision=resolve_precision(cfg.loop.precision, device))
     model, method, transform = build(cfg, dist)
     if cfg.sync_bn and dist.enabled:
         if device.type != "cuda":
@@ -184,7 +190,15 @@ def run(cfg: SSLTrainConfig) -> SSLTrainResult:
     preprocess = preprocess_for(cfg)
 
     paths = training_images(cfg)
-    dataset = ImageDataset(paths, transform, seed=cfg.seed)
+    collate = None
+    augment = cfg.augment or AugmentConfig.for_size(cfg.image_size)
+    if cfg.batch_augment and cfg.method in ("simclr", "moco") and augment.blur_prob == 0:
+        dataset = ImagePixels(paths, side=2 * cfg.image_size, seed=cfg.seed, cache_mb=cfg.cache_mb)
+        # fill 0: what a rotation uncovers is black, as with torchvision's RandomRotation
+        collate = ViewsCollate(BatchAugment(augment, cfg.image_size, preprocess.mean, preprocess.std, fill=0.0),
+                               cfg.seed)
+    else:
+        dataset = ImageDataset(paths, transform, seed=cfg.seed)
     batch_size = min(cfg.batch_size, len(dataset) // dist.world_size)
     monitor = knn_monitor(cfg, preprocess, device) if dist.is_main else None
     trainer = Trainer(method, cfg.loop, device, dist, checkpoint=cfg.checkpoint_path, log_file=cfg.log_file,
@@ -202,7 +216,7 @@ def run(cfg: SSLTrainConfig) -> SSLTrainResult:
             print(f"resumed from {cfg.resume} at step {start}")
     elif monitor is not None:
         before = _monitored(trainer)
-    loader = keyed_loader(dataset, batch_size, cfg.seed, dist, device, cfg.workers, trainer.step)
+    loader = keyed_loader(dataset, batch_size, cfg.seed, dist, device, cfg.workers, trainer.step, collate)
 
     started = time.perf_counter()
     history = trainer.fit(loader)

@@ -91,3 +91,72 @@ def test_info_nce_with_queue_matches_the_naive_loop(temperature):
         neg = sum(math.exp(float(unit(q[i]) @ unit(queue[j])) / temperature) for j in range(10))
         expected += -math.log(pos / (pos + neg)) / 4
     assert info_nce_with_queue(q, k, queue, temperature).item() == pytest.approx(expected, rel=1e-5)
+
+
+def naive_supcon(z, groups, temperature):
+    """SupCon's L_out term by term: each view's positives are the other views of its group."""
+    z = torch.nn.functional.normalize(z.double(), dim=1)
+    n, total = len(z), 0.0
+    for k in range(n):
+        denominator = sum(math.exp(float(z[k] @ z[j]) / temperature) for j in range(n) if j != k)
+        positives = [p for p in range(n) if p != k and groups[p] == groups[k]]
+        total += -sum(math.log(math.exp(float(z[k] @ z[p]) / temperature) / denominator) for p in positives) / len(positives)
+    return total / n
+
+
+@pytest.mark.parametrize("groups", [[0, 1, 2, 0, 1, 2], [0, 0, 1, 1, 0, 0, 1, 1], [3, 3, 3, 5, 5, 3]])
+def test_supcon_matches_the_naive_loop(groups):
+    from training.losses import supcon
+
+    g = torch.Generator().manual_seed(len(groups))
+    z = torch.randn(len(groups), 8, generator=g)
+    got = supcon(z, torch.tensor(groups), temperature=0.2).item()
+    assert got == pytest.approx(naive_supcon(z, groups, 0.2), rel=1e-5)
+
+
+def test_supcon_with_only_the_two_views_as_positives_is_nt_xent():
+    from training.losses import supcon
+
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    groups = torch.arange(6).repeat(2)
+    assert supcon(torch.cat([z1, z2]), groups, 0.5).item() == pytest.approx(nt_xent(z1, z2, 0.5).item(), rel=1e-5)
+
+
+def test_supcon_refuses_a_view_without_a_positive():
+    from training.losses import supcon
+
+    with pytest.raises(ValueError, match="positive"):
+        supcon(torch.randn(3, 4), torch.tensor([0, 0, 1]))
+
+
+def test_multi_positive_clip_with_distinct_groups_is_open_clips_loss():
+    import open_clip
+
+    from training.losses import multi_positive_clip
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(7, 16, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(7, 16, generator=g), dim=1)
+    scale = torch.tensor(14.0)
+    groups = torch.arange(7)
+    expected = open_clip.ClipLoss()(img, txt, scale).item()
+    assert multi_positive_clip(img, txt, scale, groups, groups).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_multi_positive_clip_spreads_the_target_over_the_group():
+    """Two images with one caption: each image's target is uniform over the caption's two copies, and a
+    caption's over both images; written out with explicit log-softmax sums."""
+    from training.losses import multi_positive_clip
+
+    g = torch.Generator().manual_seed(1)
+    img = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=1)
+    groups = torch.tensor([0, 0, 1, 2])
+    scale = torch.tensor(5.0)
+    logits = scale * img @ txt.T
+    pos = groups[:, None] == groups[None, :]
+    i2t = -torch.stack([torch.log_softmax(logits[i], 0)[pos[i]].mean() for i in range(4)]).mean()
+    t2i = -torch.stack([torch.log_softmax(logits.T[j], 0)[pos[j]].mean() for j in range(4)]).mean()
+    got = multi_positive_clip(img, txt, scale, groups, groups).item()
+    assert got == pytest.approx(((i2t + t2i) / 2).item(), rel=1e-5)
