@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU claim of the project in one bounded run, one JSON per part.
 #
-#   bench/device_check.sh [--smoke] [--out DIR] [--wheels DIR] [--only PART,PART...]
+#   bench/device_check.sh [--smoke] [--out DIR] [--wheels DIR] [--only PART,PART...] [--dry-run]
 #
 # On the GPU machine (see bench/README.md, "The GPU check"): installs the wheels that
 # `make device-wheels` put in .whl/ into a temporary folder (pip --no-index --no-deps --target),
@@ -13,7 +13,8 @@
 #   service                               bench/service.py, encoder on the GPU: HTTP vs in-process, batching
 # A part that fails or runs out of time records rc and the end of its stderr; the rest go on.
 # Each DIR/PART.json holds the part's status, its goals and the bench's own result; DIR is $OUT
-# when that is set, else bench/results/device_check. --only reruns some parts (others' files stay).
+# when that is set, else bench/results/device_check. --only reruns some parts (others' files stay);
+# --dry-run prints each part's command line and runs nothing.
 #
 # --smoke: the same parts on the CPU at tiny sizes (under 3 minutes), so that the GPU run cannot
 # fail on a typo; tests/bench/test_device_check.py runs it.
@@ -23,12 +24,14 @@ SMOKE=0
 OUTDIR="${OUT:-}"
 WHEELS=
 ONLY=
+DRY=0
 while (($#)); do
     case "$1" in
         --smoke) SMOKE=1 ;;
         --out) OUTDIR="$2"; shift ;;
         --wheels) WHEELS="$2"; shift ;;
         --only) ONLY=",$2,"; shift ;;
+        --dry-run) DRY=1 ;;
         -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -42,11 +45,125 @@ done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO" || exit 1
-OUTDIR="${OUTDIR:-bench/results/device_check}"
-mkdir -p "$OUTDIR" && OUTDIR="$(cd "$OUTDIR" && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+
+# part NAME SECONDS COMMAND...: runs COMMAND under `timeout` (cut to what is left before the
+# deadline), with the bench's results going to a folder of its own, then records it.
+part() {
+    local name="$1" budget="$2"; shift 2
+    [[ -z "$ONLY" || "$ONLY" == *",$name,"* ]] || return 0
+    if ((DRY)); then
+        printf '%s:' "$name"; printf ' %q' "$@"; echo
+        return 0
+    fi
+    rm -f "$OUTDIR/$name.json"
+    local left=$((DEADLINE - $(date +%s)))
+    budget=$((budget * SECONDS_ALL / DEFAULT_SECONDS))
+    local limit=$((budget < left ? budget : left))
+    local results="$WORK/results/$name" rc=0 t0 t1
+    mkdir -p "$results"
+    echo
+    echo "== $name (at most ${limit} s): $*"
+    t0=$(date +%s.%N)
+    if ((limit < 10)); then
+        rc=125
+        echo "no time left before the deadline" >"$WORK/$name.err"
+    else
+        LOOKALIKE_BENCH_RESULTS="$results" timeout -k 10 "$limit" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+        rc=$?
+    fi
+    t1=$(date +%s.%N)
+    cat "$WORK/$name.out"
+    ((rc == 0)) || tail -n 15 "$WORK/$name.err"
+    "$PYTHON" - "$name" "$rc" "$t0" "$t1" "$limit" "$results" "$WORK/$name.err" "$OUTDIR/$name.json" "$*" <<'EOF'
+import json, sys
+from pathlib import Path
+name, rc, t0, t1, limit, results, err, out, command = sys.argv[1:]
+rc, seconds = int(rc), float(t1) - float(t0)
+found = sorted(Path(results).glob("*.json"))
+result = json.loads(found[0].read_text()) if found else None
+if rc == 0 and result is not None:
+    status = "ok"
+elif rc in (124, 137):
+    status = "timed_out"
+elif rc == 125:
+    status = "not_run"
+else:
+    status = "failed" if rc else "no_result"
+record = {"part": name, "status": status, "rc": rc, "seconds": round(seconds, 1), "time_limit_s": int(limit),
+          "command": command}
+if status != "ok":
+    record["stderr_tail"] = Path(err).read_text(errors="replace").splitlines()[-15:]
+
+def goal(value, op, target):
+    met = None if value is None else (value <= target if op == "<=" else value >= target)
+    return {"value": value, "goal": f"{op} {target}", "met": met}
+
+if result is not None:
+    goals = {}
+    if name.startswith("train_clip"):
+        batch, sps = result["args"]["batch_size"], result["seconds_per_step"]
+        record["images_per_second"] = {k: batch / v for k, v in sps.items()}
+        goals["seconds_per_step_ours_vs_open_clip_train"] = goal(result["ratio"], "<=", 1.0)
+    elif name == "train_simclr":
+        batch, sps = result["args"]["batch_size"], result["seconds_per_step"]
+        record["images_per_second"] = {k: batch / v for k, v in sps.items()}
+        goals["seconds_per_step_ours_vs_lightly"] = goal(result["ratio"], "<=", 1.0)
+    elif name == "index_throughput":
+        goals["job_vs_forward"] = goal(result["best_ratio"], ">=", 0.9)
+    elif name == "faiss_kmeans":
+        goals["gpu_vs_cpu_seconds"] = goal(result["ratio"], "<=", 1.0)
+        if result["gpu_skipped"]:
+            record["skipped"] = result["gpu_skipped"]
+    elif name == "service":
+        for kind in ("text", "image"):
+            goals[f"{kind}_http_vs_inprocess_p50"] = goal(result["latency"][kind]["ratio_p50"], "<=", 1.15)
+        goals[f"batching_gain_{result['throughput_rps']['clients']}_clients"] = goal(result["throughput_rps"]["ratio"], ">=", 2.0)
+    record["goals"] = goals
+    record["result"] = result
+Path(out).write_text(json.dumps(record, indent=2) + "\n")
+EOF
+}
+
+# The parts, with the sizes of the smoke run or of the GPU run.
+parts() {
+    PY=("$PYTHON")
+    if ((SMOKE)); then
+        CLIP=(--device cpu --precision bf16 --batch-size 8 --workers 0 --warmup-steps 1 --mode interleaved --repeats 1)
+        part train_clip_tiny 40 "${PY[@]}" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
+        # ViT-B-32 takes seconds a step on these cores: the smoke run trains lookalike-micro in its place
+        part train_clip_vit_b_32 40 "${PY[@]}" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
+        part train_simclr 45 "${PY[@]}" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
+            --image-size 32 --precision bf16 --batch-size 4 --steps 3 --warmup-steps 1 --workers 0 --name r
+        part index_throughput 25 "${PY[@]}" bench/index_throughput.py --device cpu --model lookalike-micro \
+            --batch-size 8 --workers 0,1 --repeats 1 --name r
+        part faiss_kmeans 15 "${PY[@]}" bench/faiss_kmeans.py --vectors 4096 --dim 32 --nlist 16 --name r
+        part service 50 "${PY[@]}" bench/service.py --device cpu --model lookalike-micro --queries 6 --clients 4 \
+            --requests-per-client 2 --name r
+    else
+        CLIP=(--device cuda --precision bf16 --batch-size 128 --workers 8)
+        part train_clip_tiny 60 "${PY[@]}" bench/train_clip.py --model lookalike-tiny "${CLIP[@]}" --name r
+        part train_clip_vit_b_32 130 "${PY[@]}" bench/train_clip.py --model ViT-B-32 "${CLIP[@]}" --name r
+        part train_simclr 80 "${PY[@]}" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
+            --image-size 32 --precision bf16 --batch-size 256 --steps 40 --workers 12 --threads 0 --name r
+        part index_throughput 80 "${PY[@]}" bench/index_throughput.py --device cuda --model ViT-B-32 \
+            --batch-size 128 --workers 4,12 --repeats 2 --name r
+        part faiss_kmeans 30 "${PY[@]}" bench/faiss_kmeans.py --vectors 100000 --dim 256 --nlist 1024 --name r
+        part service 110 "${PY[@]}" bench/service.py --device cuda --model ViT-B-32 --queries 200 --clients 16 \
+            --requests-per-client 20 --name r
+    fi
+}
+
+if ((DRY)); then  # print the commands, run nothing
+    WORK="${TMPDIR:-/tmp}/device_check" IMAGES="${TMPDIR:-/tmp}/device_check/datasets/emoji"
+    parts
+    exit 0
+fi
+
+OUTDIR="${OUTDIR:-bench/results/device_check}"
+mkdir -p "$OUTDIR" && OUTDIR="$(cd "$OUTDIR" && pwd)"
 WORK="$(mktemp -d)"
 LOG="$OUTDIR/device_check.log"
 exec > >(tee "$LOG") 2>&1
@@ -122,105 +239,8 @@ EOF
 export LOOKALIKE_DATASETS="$WORK/datasets"
 IMAGES="$WORK/datasets/emoji"
 
-# 4. The parts. part NAME SECONDS COMMAND...: runs COMMAND under `timeout` (cut to what is left
-#    before the deadline), with the bench's results going to a folder of its own, then records.
-part() {
-    local name="$1" budget="$2"; shift 2
-    [[ -z "$ONLY" || "$ONLY" == *",$name,"* ]] || return 0
-    rm -f "$OUTDIR/$name.json"
-    local left=$((DEADLINE - $(date +%s)))
-    budget=$((budget * SECONDS_ALL / DEFAULT_SECONDS))
-    local limit=$((budget < left ? budget : left))
-    local results="$WORK/results/$name" rc=0 t0 t1
-    mkdir -p "$results"
-    echo
-    echo "== $name (at most ${limit} s): $*"
-    t0=$(date +%s.%N)
-    if ((limit < 10)); then
-        rc=125
-        echo "no time left before the deadline" >"$WORK/$name.err"
-    else
-        LOOKALIKE_BENCH_RESULTS="$results" timeout -k 10 "$limit" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
-        rc=$?
-    fi
-    t1=$(date +%s.%N)
-    cat "$WORK/$name.out"
-    ((rc == 0)) || tail -n 15 "$WORK/$name.err"
-    "$PYTHON" - "$name" "$rc" "$t0" "$t1" "$limit" "$results" "$WORK/$name.err" "$OUTDIR/$name.json" "$*" <<'EOF'
-import json, sys
-from pathlib import Path
-name, rc, t0, t1, limit, results, err, out, command = sys.argv[1:]
-rc, seconds = int(rc), float(t1) - float(t0)
-found = sorted(Path(results).glob("*.json"))
-result = json.loads(found[0].read_text()) if found else None
-if rc == 0 and result is not None:
-    status = "ok"
-elif rc in (124, 137):
-    status = "timed_out"
-elif rc == 125:
-    status = "not_run"
-else:
-    status = "failed" if rc else "no_result"
-record = {"part": name, "status": status, "rc": rc, "seconds": round(seconds, 1), "time_limit_s": int(limit),
-          "command": command}
-if status != "ok":
-    record["stderr_tail"] = Path(err).read_text(errors="replace").splitlines()[-15:]
-
-def goal(value, op, target):
-    met = None if value is None else (value <= target if op == "<=" else value >= target)
-    return {"value": value, "goal": f"{op} {target}", "met": met}
-
-if result is not None:
-    goals = {}
-    if name.startswith("train_clip"):
-        batch, sps = result["args"]["batch_size"], result["seconds_per_step"]
-        record["images_per_second"] = {k: batch / v for k, v in sps.items()}
-        goals["seconds_per_step_ours_vs_open_clip_train"] = goal(result["ratio"], "<=", 1.0)
-    elif name == "train_simclr":
-        batch, sps = result["args"]["batch_size"], result["seconds_per_step"]
-        record["images_per_second"] = {k: batch / v for k, v in sps.items()}
-        goals["seconds_per_step_ours_vs_lightly"] = goal(result["ratio"], "<=", 1.0)
-    elif name == "index_throughput":
-        goals["job_vs_forward"] = goal(result["best_ratio"], ">=", 0.9)
-    elif name == "faiss_kmeans":
-        goals["gpu_vs_cpu_seconds"] = goal(result["ratio"], "<=", 1.0)
-        if result["gpu_skipped"]:
-            record["skipped"] = result["gpu_skipped"]
-    elif name == "service":
-        for kind in ("text", "image"):
-            goals[f"{kind}_http_vs_inprocess_p50"] = goal(result["latency"][kind]["ratio_p50"], "<=", 1.15)
-        goals[f"batching_gain_{result['throughput_rps']['clients']}_clients"] = goal(result["throughput_rps"]["ratio"], ">=", 2.0)
-    record["goals"] = goals
-    record["result"] = result
-Path(out).write_text(json.dumps(record, indent=2) + "\n")
-EOF
-}
-
-PY=("$PYTHON")
-if ((SMOKE)); then
-    CLIP=(--device cpu --precision bf16 --batch-size 8 --workers 0 --warmup-steps 1 --mode interleaved --repeats 1)
-    part train_clip_tiny 40 "${PY[@]}" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
-    # ViT-B-32 takes seconds a step on these cores: the smoke run trains lookalike-micro in its place
-    part train_clip_vit_b_32 40 "${PY[@]}" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
-    part train_simclr 45 "${PY[@]}" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
-        --image-size 32 --precision bf16 --batch-size 4 --steps 3 --warmup-steps 1 --workers 0 --name r
-    part index_throughput 25 "${PY[@]}" bench/index_throughput.py --device cpu --model lookalike-micro \
-        --batch-size 8 --workers 0,1 --repeats 1 --name r
-    part faiss_kmeans 15 "${PY[@]}" bench/faiss_kmeans.py --vectors 4096 --dim 32 --nlist 16 --name r
-    part service 50 "${PY[@]}" bench/service.py --device cpu --model lookalike-micro --queries 6 --clients 4 \
-        --requests-per-client 2 --name r
-else
-    CLIP=(--device cuda --precision bf16 --batch-size 128 --workers 8)
-    part train_clip_tiny 60 "${PY[@]}" bench/train_clip.py --model lookalike-tiny "${CLIP[@]}" --name r
-    part train_clip_vit_b_32 130 "${PY[@]}" bench/train_clip.py --model ViT-B-32 "${CLIP[@]}" --name r
-    part train_simclr 80 "${PY[@]}" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
-        --image-size 32 --precision bf16 --batch-size 256 --steps 40 --workers 12 --threads 0 --name r
-    part index_throughput 80 "${PY[@]}" bench/index_throughput.py --device cuda --model ViT-B-32 \
-        --batch-size 128 --workers 4,12 --repeats 2 --name r
-    part faiss_kmeans 30 "${PY[@]}" bench/faiss_kmeans.py --vectors 100000 --dim 256 --nlist 1024 --name r
-    part service 110 "${PY[@]}" bench/service.py --device cuda --model ViT-B-32 --queries 200 --clients 16 \
-        --requests-per-client 20 --name r
-fi
+# 4. The parts.
+parts
 
 # 5. Summary.
 echo

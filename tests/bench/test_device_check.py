@@ -76,6 +76,46 @@ def test_a_failing_part_records_its_error_and_the_rest_go_on(tmp_path):
     assert got["faiss_kmeans"]["status"] == "ok"
 
 
+# Each command line the check would run, parsed by its own bench's argparse and stopped there.
+PARSE_ONLY = """
+import argparse, json, runpy, shlex, sys
+class Parsed(Exception):
+    pass
+parse = argparse.ArgumentParser.parse_args
+def parse_only(self, *args, **kwargs):
+    parse(self, *args, **kwargs)
+    raise Parsed
+argparse.ArgumentParser.parse_args = parse_only
+sys.path.insert(0, "bench")
+failed = {}
+for line in sys.stdin.read().splitlines():
+    name, _, command = line.partition(": ")
+    argv = shlex.split(command)[1:]  # the bench script and its arguments
+    sys.argv = argv
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+        failed[name] = "ran past its argument parsing"
+    except Parsed:
+        pass
+    except SystemExit as exc:
+        failed[name] = f"argparse said no (exit {exc.code})"
+print(json.dumps(failed))
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["--smoke"]], ids=["gpu-run", "smoke-run"])
+def test_every_command_line_parses(mode):
+    # the GPU run's own flags (sizes, --device cuda, worker counts) never run here: parse them
+    proc = subprocess.run([str(SCRIPT), "--dry-run", *mode], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.partition(":")[0] for line in lines] == PARTS
+    check = subprocess.run([sys.executable, "-c", PARSE_ONLY], cwd=REPO, input=proc.stdout, capture_output=True,
+                           text=True, timeout=300)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert json.loads(check.stdout.splitlines()[-1]) == {}, check.stderr[-2000:]
+
+
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
     for args in (["--bogus"], ["--only", "train_clip_tiny,no_such_part"]):
         proc = subprocess.run([str(SCRIPT), *args, "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
