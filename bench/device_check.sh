@@ -70,6 +70,7 @@ part() {
     if ((limit < 10)); then
         rc=125
         echo "no time left before the deadline" >"$WORK/$name.err"
+        : >"$WORK/$name.out"
     else
         LOOKALIKE_BENCH_RESULTS="$results" timeout -k 10 "$limit" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
         rc=$?
@@ -77,10 +78,10 @@ part() {
     t1=$(date +%s.%N)
     cat "$WORK/$name.out"
     ((rc == 0)) || tail -n 15 "$WORK/$name.err"
-    "$PYTHON" - "$name" "$rc" "$t0" "$t1" "$limit" "$results" "$WORK/$name.err" "$OUTDIR/$name.json" "$*" <<'EOF'
+    "$PYTHON" - "$name" "$rc" "$t0" "$t1" "$limit" "$results" "$WORK/$name" "$OUTDIR/$name.json" "$*" <<'EOF'
 import json, sys
 from pathlib import Path
-name, rc, t0, t1, limit, results, err, out, command = sys.argv[1:]
+name, rc, t0, t1, limit, results, logs, out, command = sys.argv[1:]
 rc, seconds = int(rc), float(t1) - float(t0)
 found = sorted(Path(results).glob("*.json"))
 result = json.loads(found[0].read_text()) if found else None
@@ -95,7 +96,8 @@ else:
 record = {"part": name, "status": status, "rc": rc, "seconds": round(seconds, 1), "time_limit_s": int(limit),
           "command": command}
 if status != "ok":
-    record["stderr_tail"] = Path(err).read_text(errors="replace").splitlines()[-15:]
+    for stream in ("stdout", "stderr"):
+        record[f"{stream}_tail"] = Path(f"{logs}.{stream[3:]}").read_text(errors="replace").splitlines()[-15:]
 
 def goal(value, op, target):
     met = None if value is None else (value <= target if op == "<=" else value >= target)
