@@ -55,7 +55,7 @@ install-dev: $(VENV)/.installed-dev
 # (a file from `python -m training`, or open_clip:MODEL/TAG_OR_CHECKPOINT).
 $(DATA)/encoder.safetensors: | $(VENV)/.installed
 	$(PY) -m training clip --data $(SAMPLE) --image-key file --caption-key name \
-		--out $@ --model lookalike-tiny --steps $(STEPS)
+		--out $@ --steps $(STEPS)
 
 train: $(DATA)/encoder.safetensors
 

@@ -227,19 +227,21 @@ def main() -> None:
                 table.setdefault(row, {})[s] = result
                 print(f"{row} [{s}]: " + ", ".join(f"{k} {v:.3f}" for k, v in result.items() if k != "train"),
                       flush=True)
+                write(a, root, rows, data, table)  # after every run: an interrupted bench keeps what it measured
+    print(format_table(table, [s for s in SETTINGS if any(s in per for per in table.values())]))
+
+
+def write(a, root: Path, rows: list[dict], data: dict, table: dict) -> None:
     settings = [s for s in SETTINGS if any(s in per for per in table.values())]
-    text = format_table(table, settings)
-    print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{a.name}.txt").write_text(text + "\n")
-    path = save(a.name, {"command": " ".join(sys.argv), "data": str(root), "images": len(rows),
-                         "holdout": {"seed": HOLDOUT_SEED, "codes": len({r["code"] for r in data["b"][1]})},
-                         "steps": a.steps, "results": table})
+    (RESULTS / f"{a.name}.txt").write_text(format_table(table, settings) + "\n")
+    save(a.name, {"command": " ".join(sys.argv), "data": str(root), "images": len(rows),
+                  "holdout": {"seed": HOLDOUT_SEED, "codes": len({r["code"] for r in data["b"][1]})},
+                  "steps": a.steps, "results": table})
     try:
         plot(table, settings, RESULTS / f"{a.name}.png")
     except ImportError as exc:
         print(f"no chart: {exc}")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -90,8 +90,8 @@ def mnist(a) -> None:
         encoders.append(random_init)
         cfg = EvalConfig(encoders=[str(e) for e in encoders], data=None, folder=data, test_fraction=a.test_fraction,
                          split_seed=a.split_seed, knn_ks=(20, 200), pixels=True)
-        results = evaluate(cfg, "mnist_ssl_eval", "MNIST-5k, held-out 20 %: k-NN and linear probe")
-    save("mnist_ssl_eval", {
+        results = evaluate(cfg, a.name, "MNIST-5k, held-out 20 %: k-NN and linear probe")
+    save(a.name, {
         "command": "ssl_quality.py " + " ".join(sys.argv[1:]),
         "data": str(data), "split": {"test_fraction": a.test_fraction, "seed": a.split_seed},
         "runs": runs,
@@ -156,6 +156,7 @@ def main() -> None:
     m.add_argument("--test-fraction", type=float, default=0.2)
     m.add_argument("--split-seed", type=int, default=0)
     m.add_argument("--keep", action="store_true", help="keep the encoder files in bench/encoders/")
+    m.add_argument("--name", default="mnist_ssl_eval", help="results file name")
     e = sub.add_parser("emoji")
     e.add_argument("--methods", nargs="+", default=["simclr", "moco", "rotnet"], choices=["simclr", "moco", "rotnet"])
     e.add_argument("--vendor", default="google", help="train on this vendor's artwork only")

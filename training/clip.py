@@ -34,7 +34,8 @@ class ClipTrainingModel(nn.Module):
 
     ``forward(images (Bi, 3, H, W), tokens (Bt, ctx))`` -> (image embeddings (Bi, d), text embeddings
     (Bt, d), both L2-normalised, logit scale (), SSL projections (Bi, p) or None). The SSL head reads the
-    image tower's backbone features when the tower has a backbone (``BackboneTower``), else its output.
+    image tower's backbone features when the tower has a trainable backbone (``BackboneTower``), else its
+    output (a locked tower's projection still trains, so the term still has something to move).
     """
 
     def __init__(self, clip: nn.Module, ssl_dim: int = 0, ssl_hidden: int = 512) -> None:
@@ -44,13 +45,17 @@ class ClipTrainingModel(nn.Module):
         if ssl_dim:
             from training.simclr import ProjectionHead
 
-            visual = clip.visual
-            width = visual.backbone.out_dim if hasattr(visual, "backbone") else int(clip.text_projection.shape[1])
+            width = clip.visual.backbone.out_dim if self._backbone_features() else int(clip.text_projection.shape[1])
             self.ssl_head = ProjectionHead(width, ssl_hidden, ssl_dim)
+
+    def _backbone_features(self) -> bool:
+        """Whether the SSL head reads the backbone's features (a trainable BackboneTower) or the tower's output."""
+        visual = self.clip.visual
+        return hasattr(visual, "backbone") and not getattr(visual, "locked", False)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         visual = self.clip.visual
-        if hasattr(visual, "backbone") and not getattr(visual, "locked", False):
+        if self._backbone_features():
             features = visual.backbone(images)  # (Bi, width)
             image = visual.proj(features)
         else:

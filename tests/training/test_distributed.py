@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -19,32 +20,48 @@ def _data():
     return torch.randn(BATCH, 3, 32, 32, generator=g), torch.randint(1, 2000, (BATCH, 16), generator=g)
 
 
-def _grads(rank: int, world_size: int) -> dict[str, torch.Tensor]:
+def _grads(rank: int, world_size: int, grouped: bool = False) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = build_model(model_config("lookalike-micro"))
+    if grouped:  # two views, shared captions as positives, and the image-only SupCon term
+        from training.clip import ClipTrainingModel
+        from training.simclr import ProjectionHead
+
+        model = ClipTrainingModel(model, ssl_dim=16)
+        # batch norm's statistics are per process (SyncBatchNorm is for GPUs): compare without it
+        model.ssl_head = ProjectionHead(32, 512, 16, batch_norm=False)
     model = wrap(model, DistInfo(rank, world_size, rank), torch.device("cpu"))
     images, tokens = _data()
     per = BATCH // world_size
-    method = ClipMethod.create(model, rank, world_size)
-    loss = method.training_step([images[rank * per:(rank + 1) * per], tokens[rank * per:(rank + 1) * per]])["loss"]
+    rows = slice(rank * per, (rank + 1) * per)
+    if grouped:
+        method = ClipMethod.create(model, rank, world_size, "multi-positive", ssl_weight=0.5)
+        groups = torch.tensor([0, 1, 0, 2, 3, 3, 4, 1])  # groups that span the two halves
+        batch = [images[rows], images.flip(-1)[rows], tokens[rows], groups[rows]]
+    else:
+        method = ClipMethod.create(model, rank, world_size)
+        batch = [images[rows], tokens[rows]]
+    loss = method.training_step(batch)["loss"]
     loss.backward()
     inner = model.module if hasattr(model, "module") else model
     return {n: p.grad.detach().clone() for n, p in inner.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, out_dir: str, grouped: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        torch.save(_grads(rank, world_size), os.path.join(out_dir, f"grads{rank}.pt"))
+        torch.save(_grads(rank, world_size, grouped), os.path.join(out_dir, f"grads{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one_on_the_global_batch(tmp_path):
-    single = _grads(0, 1)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+@pytest.mark.parametrize("grouped", [False, True], ids=["clip", "multi-positive+supcon"])
+def test_two_processes_match_one_on_the_global_batch(tmp_path, grouped):
+    single = _grads(0, 1, grouped)
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), grouped), nprocs=2, join=True,
+                       start_method="spawn")
     for rank in range(2):
         ddp = torch.load(tmp_path / f"grads{rank}.pt", weights_only=True)
         assert ddp.keys() == single.keys()
