@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Callable, Hashable
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -128,20 +129,20 @@ class RateLimiter:
             return (1.0 - tokens) / rate
 
 
-def presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or None
+# How a key is presented (FastAPI also writes them into the OpenAPI document as security schemes).
+BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer lk_...`")
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key, the other way to send it")
 
 
 def require(scope: str):
     """A dependency that admits callers allowed ``scope`` (see the module doc) and returns the Caller."""
 
-    async def check(request: Request) -> Caller:
+    async def check(request: Request,
+                    bearer: HTTPAuthorizationCredentials | None = Security(BEARER, scopes=[scope]),
+                    header: str | None = Security(API_KEY_HEADER, scopes=[scope])) -> Caller:
         settings = request.app.state.settings
         resources = getattr(request.app.state, "resources", None)
-        key = presented_key(request)
+        key = (bearer.credentials.strip() if bearer else None) or header or None
         needed = scope != "read" or settings.require_key_for_reads
         if key is None:
             if needed:

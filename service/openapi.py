@@ -3,7 +3,9 @@ same settings that enforce it, so that generated clients and fuzzers send nothin
 
 - ``limit(maximum="max_k")`` markers (``service.schemas``) become ``"maximum": 100``; ``dim`` is the
   encoder's embedding size (the smallest and largest over the served collections).
-- Image fields of multipart bodies declare the image types they take (``encoding.contentType``).
+- Image fields of multipart bodies declare the image types they take (``encoding.contentType``);
+  ``?collection=`` names the served collections.
+- Reads take no key unless ``require_key_for_reads`` (an empty security requirement).
 - ``POST /v1/items`` links its answer's ``id`` to the item routes (get, image, patch, delete, more like
   this), which stateful tools follow.
 """
@@ -55,18 +57,46 @@ def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]
     return schema
 
 
-def declare_image_parts(document: dict[str, Any]) -> None:
+def _operations(document: dict[str, Any]):
     for path in document.get("paths", {}).values():
-        for operation in path.values():
-            content = (operation.get("requestBody") or {}).get("content", {})
-            form = content.get("multipart/form-data")
-            if not form:
-                continue
-            props = _resolve(document, form.get("schema", {})).get("properties", {})
-            files = {name: {"contentType": IMAGE_TYPES} for name, prop in props.items()
-                     if prop.get("format") == "binary" or prop.get("contentMediaType") == "application/octet-stream"}
-            if files:
-                form["encoding"] = {**form.get("encoding", {}), **files}
+        yield from path.values()
+
+
+def describe_form_parts(document: dict[str, Any]) -> None:
+    """Multipart bodies: image parts say which types they take; no part is "null" (a form has no null:
+    a part left out is the default)."""
+    for operation in _operations(document):
+        form = (operation.get("requestBody") or {}).get("content", {}).get("multipart/form-data")
+        if not form:
+            continue
+        props = _resolve(document, form.get("schema", {})).get("properties", {})
+        for prop in props.values():
+            options = [o for o in prop.get("anyOf", ()) if o.get("type") != "null"]
+            if "anyOf" in prop and len(options) == 1:
+                del prop["anyOf"]
+                prop.update({**options[0], **prop})  # the field's own keywords (its limits) win
+        files = {name: {"contentType": IMAGE_TYPES} for name, prop in props.items()
+                 if prop.get("format") == "binary" or prop.get("contentMediaType") == "application/octet-stream"}
+        if files:
+            form["encoding"] = {**form.get("encoding", {}), **files}
+
+
+def enumerate_collections(document: dict[str, Any], names: list[str]) -> None:
+    """``?collection=`` takes the names of the served collections only."""
+    for operation in _operations(document):
+        for param in operation.get("parameters", ()):
+            if param.get("name") == "collection" and param.get("in") == "query":
+                param["schema"] = {"type": "string", "enum": names, "description": "a served collection"}
+
+
+def allow_anonymous_reads(document: dict[str, Any], settings: Settings) -> None:
+    """Operations that need only the read scope take no key at all unless ``require_key_for_reads``."""
+    if settings.require_key_for_reads:
+        return
+    for operation in _operations(document):
+        security = operation.get("security")
+        if security and all(scopes == ["read"] for requirement in security for scopes in requirement.values()):
+            operation["security"] = [{}, *security]
 
 
 def link_created_items(document: dict[str, Any]) -> None:
@@ -104,7 +134,10 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         if not dims and app.state.resources is not None:
             dims = [app.state.resources.encoder.dim]
         fill_limits(document, limit_values(settings, dims))
-        declare_image_parts(document)
+        describe_form_parts(document)
+        if served:
+            enumerate_collections(document, sorted(served))
+        allow_anonymous_reads(document, settings)
         link_created_items(document)
         if dims:  # before start-up the encoder's dim is unknown: build again next time
             built = document

@@ -39,6 +39,12 @@ NOT_BLANK = r"\S"  # what a query or label needs: one character that is not whit
 LABEL = r"[^\s,]"  # ... that is not a comma either: a single labels field is split on commas
 TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*\{\}(?:[^{}]|\{\{|\}\})*$"  # one {} slot; other braces doubled
 
+TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJRU5ErkJggg=="  # 2x2, red
+
+# base64 image files in JSON bodies (a data: URL prefix is accepted too)
+BASE64_IMAGE = {"format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
+                **limit(maxLength="max_base64_chars")}
+
 _SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
 _BOUND = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 
@@ -49,8 +55,8 @@ def _members() -> dict[str, Any]:
     return {"type": "array", "items": _SCALAR, "maxItems": MAX_MEMBERS}
 
 
-def filter_schema(schema: dict[str, Any]) -> None:
-    """The filter language as JSON schema (what ``service.filters`` accepts), replacing a free-form object."""
+def filter_json_schema() -> dict[str, Any]:
+    """The filter language as JSON schema: what ``service.filters`` accepts."""
     from service.filters import MAX_KEYS
 
     condition = {"anyOf": [
@@ -59,9 +65,14 @@ def filter_schema(schema: dict[str, Any]) -> None:
          "properties": {"eq": _SCALAR, "ne": _SCALAR, "in": _members(), "nin": _members(),
                         "gt": _BOUND, "gte": _BOUND, "lt": _BOUND, "lte": _BOUND}},
     ]}
+    return {"anyOf": [{"type": "object", "maxProperties": MAX_KEYS, "additionalProperties": condition},
+                      {"type": "null"}], "description": FILTER_HELP}
+
+
+def filter_schema(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of a filter field: the filter language instead of a free-form object."""
     schema.clear()
-    schema.update({"anyOf": [{"type": "object", "maxProperties": MAX_KEYS, "additionalProperties": condition},
-                             {"type": "null"}], "description": FILTER_HELP})
+    schema.update(filter_json_schema())
 
 
 def item_image_path(item_id: int) -> str:
@@ -141,7 +152,7 @@ class BatchQuery(BaseModel):
 
     text: str | None = Field(None, json_schema_extra={"pattern": NOT_BLANK, **limit(maxLength="max_text_chars")})
     image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL works too)",
-                              json_schema_extra=limit(maxLength="max_base64_chars"))
+                              json_schema_extra=BASE64_IMAGE)
     id: int | None = Field(None, ge=0, le=INT64_MAX, description="an indexed item: more like it, itself left out")
     vector: list[float] | None = Field(None, max_length=LIST_CEILING, json_schema_extra=VECTOR)
 
@@ -172,9 +183,9 @@ Template = Annotated[str, Field(json_schema_extra={"pattern": TEMPLATE, **limit(
 
 class BatchClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "images": ["iVBORw0KGgo..."], "labels": ["dog", "cat"]}]})
+        "images": [TINY_PNG], "labels": ["dog", "cat"]}]})
 
-    images: list[Annotated[str, Field(json_schema_extra=limit(maxLength="max_base64_chars"))]] = Field(
+    images: list[Annotated[str, Field(json_schema_extra=BASE64_IMAGE)]] = Field(
         min_length=1, max_length=LIST_CEILING, json_schema_extra=limit(maxItems="max_batch_queries"),
         description="image files, base64")
     labels: list[Label] = Field(min_length=1, max_length=LIST_CEILING, json_schema_extra=limit(maxItems="max_labels"),

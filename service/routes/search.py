@@ -14,8 +14,11 @@ from service.filters import compile_filter
 from service.keys import AUTH_ERRORS, require
 from service.limits import check_page, check_text, parse_json_field
 from service.schemas import (BatchSearchRequest, BatchSearchResponse, ErrorResponse, SearchResponse, SimilarRequest,
-                             TextSearchRequest, VectorSearchRequest, limit, upload_errors)
+                             TextSearchRequest, VectorSearchRequest, filter_json_schema, limit, upload_errors)
 from service.uploads import decode_base64, read_image
+
+FILTER_FIELD = {"contentMediaType": "application/json", "contentSchema": filter_json_schema(),
+                **limit(maxLength="max_filter_chars")}
 
 router = APIRouter(prefix="/search", tags=["search"], dependencies=[Depends(require("read"))],
                    responses=AUTH_ERRORS)
@@ -45,7 +48,7 @@ async def search_image(
     offset: Annotated[int, Form(ge=0, description="skip this many results first",
                                 json_schema_extra=limit(maximum="max_offset"))] = 0,
     filter: Annotated[str | None, Form(description="a metadata filter as JSON (see the text search)",
-                                       json_schema_extra=limit(maxLength="max_filter_chars"))] = None,
+                                       json_schema_extra=FILTER_FIELD)] = None,
 ) -> SearchResponse:
     """The `k` indexed images that look most like the uploaded one, best first."""
     check_page(k, offset, settings)

@@ -64,3 +64,18 @@ def test_every_error_code_is_snake_case(client, sample_png):
     for r in responses:
         assert r.status_code >= 400
         assert re.fullmatch(r"[a-z]+(_[a-z]+)*", r.json()["error"]["code"]), r.json()
+
+
+def test_a_server_error_is_answered_at_once_not_at_the_request_timeout(serve, monkeypatch):
+    """The 500 used to wait for ``request_timeout`` (the timeout middleware waited for a response that a
+    failed request never starts)."""
+    import time
+
+    with serve(raise_server_exceptions=False, request_timeout=20) as c:
+        def broken(ids):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(c.app.state.resources.catalog, "get_many", broken)
+        started = time.perf_counter()
+        assert_error(c.post("/v1/search/text", json={"query": "cat"}), 500, "internal_error")
+        assert time.perf_counter() - started < 5  # far below the 20 s limit

@@ -360,3 +360,14 @@ def test_no_json_reaches_the_routes_unbounded(hostile, built_index):
     client.patch(f"/v1/items/{item}", json={"metadata": restore}, headers=auth)
     assert client.get(f"/v1/items/{item}").json()["metadata"] == before
     json.dumps(before)
+
+
+def test_catalog_reads_by_id_keep_in_lists_bounded(built_index):
+    """A widened search can ask for every id of a large index at once; one IN list of them all is past
+    SQLite's 32,766 and PostgreSQL's 65,535 parameters."""
+    catalog = Catalog(built_index["database_url"])
+    try:
+        found = catalog.get_many(range(70_000))
+        assert len(found) == built_index["count"]
+    finally:
+        catalog.dispose()

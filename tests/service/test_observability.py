@@ -48,3 +48,24 @@ def test_every_response_has_a_request_id_that_the_log_line_shares(client, caplog
     by_id = {line["request_id"]: line for line in lines}
     assert by_id["abc-123"]["route"] == "/healthz" and by_id["abc-123"]["status"] == 200
     assert by_id[fresh.headers["x-request-id"]]["status"] == 422
+
+
+def test_metrics_labels_stay_few_whatever_paths_callers_invent(serve):
+    import uuid
+
+    with serve() as client:
+        def invent(n):
+            for _ in range(n):
+                client.get(f"/static/a/{uuid.uuid4().hex}")
+                client.get(f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}")
+                client.post(f"/v1/search/{uuid.uuid4().hex}", json={})
+
+        _samples(client)  # the scrape's own series
+        invent(3)
+        first = _samples(client)
+        invent(10)
+        then = _samples(client)
+    assert set(first) == set(then)  # no new series: only counts grew
+    routes = {dict(labels).get("route") for _, labels in then}
+    assert {"/static/{path}", "unmatched"} <= routes
+    assert not any("/static/a/" in r or len(r) > 60 for r in routes if r), routes

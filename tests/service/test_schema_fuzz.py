@@ -1,11 +1,15 @@
 """Property-based requests generated from the OpenAPI schema (schemathesis): whatever a caller sends,
-the service answers with a documented 2xx/4xx, never a 5xx. Bounded to a few examples per operation."""
+the service answers with a documented 2xx/4xx in the error shape, never a 5xx, with a write key and
+without any key; and the stateful links (create -> get -> patch -> delete) are followed.
+Bounded to a few examples per operation, deterministic."""
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import given  # noqa: E402
 
+import tests.service.schemathesis_hooks  # noqa: E402,F401  (real images for the image parts)
 from index.build import BuildConfig, build  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
 from service.app import create_app  # noqa: E402
@@ -13,6 +17,9 @@ from service.keys import create_key  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.state import Resources  # noqa: E402
 from tests.conftest import copy_sample, sample_rows  # noqa: E402
+
+BOUNDED = dict(deadline=None, derandomize=True, database=None,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module")
@@ -23,34 +30,66 @@ def fuzzed(tmp_path_factory, micro_encoder):
     url = f"sqlite:///{root / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=folder, out=root / "index", database_url=url, workers=0,
                       progress=False))
-    key, _ = create_key(Catalog(url), "fuzzer", ["admin"])
-    cfg = Settings(encoder=str(micro_encoder), index=root / "index", database_url=url, max_k=20)
+    key, _ = create_key(Catalog(url), "fuzzer", ["read", "write"])
+    cfg = Settings(encoder=str(micro_encoder), index=root / "index", database_url=url,
+                   anonymous_rate_limit_per_minute=0)  # the fuzzer is one address sending hundreds of requests
     app = create_app(cfg)
     resources = Resources.load(cfg)
     app.state.resources = resources  # what the lifespan would do; the generated calls do not run it
-    yield app, key
+    app.state.collections = {cfg.collection: resources}
+    yield app, {"Authorization": f"Bearer {key}"}
     resources.close()
 
 
-def test_no_request_gets_a_server_error(fuzzed):
-    """Every operation of the schema, a dozen generated requests each (deterministic), with an admin key."""
+def check(response, where: str) -> None:
+    assert response.status_code < 500, f"{where}: {response.status_code} {response.text[:500]}"
+    if response.status_code >= 400:
+        assert set(response.json()) == {"error"}, f"{where}: {response.text[:500]}"  # the one error shape
+        assert set(response.json()["error"]) == {"code", "message", "detail"}
+
+
+@pytest.mark.parametrize("auth", ["write key", "no key"])
+def test_no_request_gets_a_server_error(fuzzed, auth):
+    """Every operation of the schema, a dozen generated requests each, and how many were accepted."""
     app, key = fuzzed
+    headers = key if auth == "write key" else {}
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    checked = []
+    accepted = {}
     for result in schema.get_all_operations():
         operation = result.ok()
+        label = f"{operation.method.upper()} {operation.path}"
 
-        @settings(max_examples=12, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        @settings(max_examples=12, **BOUNDED)
         @given(case=operation.as_strategy())
-        def check(case):
-            response = case.call(headers={**(case.headers or {}), "Authorization": f"Bearer {key}"})
-            assert response.status_code < 500, (
-                f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}")
-            if response.status_code >= 400:
-                assert set(response.json()) == {"error"}  # the one error shape
+        def one(case):
+            response = case.call(headers={**(case.headers or {}), **headers})
+            check(response, f"{case.method} {case.formatted_path}")
+            accepted[label] = accepted.get(label, 0) + (response.status_code < 300)
 
-        check()
-        checked.append(f"{operation.method.upper()} {operation.path}")
-    assert {"POST /v1/search/text", "POST /v1/search/image", "POST /v1/classify", "POST /v1/items",
-            "DELETE /v1/items/{item_id}"} <= set(checked)
+        one()
+    searches = ("POST /v1/search/text", "POST /v1/search/image", "POST /v1/search/vector", "POST /v1/classify",
+                "POST /v1/classify/batch", "POST /v1/search/batch")
+    assert {"POST /v1/items", "DELETE /v1/items/{item_id}", *searches} <= set(accepted)
+    # the schema states what the server takes: generated valid requests get through, images included
+    assert all(accepted[label] > 0 for label in searches), accepted
+    assert (accepted["POST /v1/items"] > 0) == (auth == "write key"), accepted
+
+
+def test_stateful_links_create_get_patch_delete(fuzzed):
+    app, key = fuzzed
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    links = schema.get_all_operations()  # noqa: F841  (resolves the document, links included)
+    seen: list[tuple[str, int]] = []
+
+    class Machine(schema.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": key}
+
+        def validate_response(self, response, case, **kwargs):
+            check(response, f"{case.method} {case.formatted_path}")
+            seen.append((f"{case.method} {case.operation.path}", response.status_code))
+
+    Machine.run(settings=settings(max_examples=25, stateful_step_count=6, **BOUNDED))
+    reached = {what for what, status in seen if status < 300}
+    assert "POST /v1/items" in reached, seen
+    assert {"GET /v1/items/{item_id}", "PATCH /v1/items/{item_id}", "DELETE /v1/items/{item_id}"} & reached, seen
