@@ -11,7 +11,7 @@
 #   index_throughput                      bench/index_throughput.py --device cuda: job vs forward pass
 #   faiss_kmeans                          bench/faiss_kmeans.py: IVF k-means on the GPU vs the CPU
 #   service                               bench/service.py, encoder on the GPU: HTTP vs in-process, batching
-# A part that fails or runs out of time records rc and the end of its stderr; the rest go on.
+# A part that fails or runs out of time records rc and the ends of its output; the rest go on.
 # Each DIR/PART.json holds the part's status, its goals and the bench's own result; DIR is $OUT
 # when that is set, else bench/results/device_check. --only reruns some parts (others' files stay);
 # --dry-run prints each part's command line and runs nothing.
@@ -49,19 +49,30 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 
-# part NAME SECONDS COMMAND...: runs COMMAND under `timeout` (cut to what is left before the
-# deadline), with the bench's results going to a folder of its own, then records it.
+# part NAME SECONDS COMMAND...: runs COMMAND under `timeout`, with the bench's results going to a
+# folder of its own, then records it. A part may run until the deadline less the SECONDS of the
+# parts after it: what a part leaves unused goes to the next. (PLAN=1: only note the SECONDS.)
+PLAN=0
+ORDER=()
+declare -A BUDGET=()
 part() {
-    local name="$1" budget="$2"; shift 2
+    local name="$1" budget="$2" n later=0 after=0; shift 2
     [[ -z "$ONLY" || "$ONLY" == *",$name,"* ]] || return 0
+    if ((PLAN)); then
+        ORDER+=("$name")
+        BUDGET[$name]=$((budget * SECONDS_ALL / DEFAULT_SECONDS))
+        return 0
+    fi
     if ((DRY)); then
         printf '%s:' "$name"; printf ' %q' "$@"; echo
         return 0
     fi
     rm -f "$OUTDIR/$name.json"
-    local left=$((DEADLINE - $(date +%s)))
-    budget=$((budget * SECONDS_ALL / DEFAULT_SECONDS))
-    local limit=$((budget < left ? budget : left))
+    for n in "${ORDER[@]}"; do
+        ((after)) && later=$((later + BUDGET[$n]))
+        [[ "$n" == "$name" ]] && after=1
+    done
+    local limit=$((DEADLINE - $(date +%s) - later))
     local results="$WORK/results/$name" rc=0 t0 t1
     mkdir -p "$results"
     echo
@@ -131,29 +142,28 @@ EOF
 
 # The parts, with the sizes of the smoke run or of the GPU run.
 parts() {
-    PY=("$PYTHON")
     if ((SMOKE)); then
         CLIP=(--device cpu --precision bf16 --batch-size 8 --workers 0 --warmup-steps 1 --mode interleaved --repeats 1)
-        part train_clip_tiny 40 "${PY[@]}" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
+        part train_clip_tiny 40 "$PYTHON" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
         # ViT-B-32 takes seconds a step on these cores: the smoke run trains lookalike-micro in its place
-        part train_clip_vit_b_32 40 "${PY[@]}" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
-        part train_simclr 45 "${PY[@]}" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
+        part train_clip_vit_b_32 40 "$PYTHON" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
+        part train_simclr 45 "$PYTHON" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
             --image-size 32 --precision bf16 --batch-size 4 --steps 3 --warmup-steps 1 --workers 0 --name r
-        part index_throughput 25 "${PY[@]}" bench/index_throughput.py --device cpu --model lookalike-micro \
+        part index_throughput 25 "$PYTHON" bench/index_throughput.py --device cpu --model lookalike-micro \
             --batch-size 8 --workers 0,1 --repeats 1 --name r
-        part faiss_kmeans 15 "${PY[@]}" bench/faiss_kmeans.py --vectors 4096 --dim 32 --nlist 16 --name r
-        part service 50 "${PY[@]}" bench/service.py --device cpu --model lookalike-micro --queries 6 --clients 4 \
+        part faiss_kmeans 15 "$PYTHON" bench/faiss_kmeans.py --vectors 4096 --dim 32 --nlist 16 --name r
+        part service 50 "$PYTHON" bench/service.py --device cpu --model lookalike-micro --queries 6 --clients 4 \
             --requests-per-client 2 --name r
     else
         CLIP=(--device cuda --precision bf16 --batch-size 128 --workers 8)
-        part train_clip_tiny 60 "${PY[@]}" bench/train_clip.py --model lookalike-tiny "${CLIP[@]}" --name r
-        part train_clip_vit_b_32 130 "${PY[@]}" bench/train_clip.py --model ViT-B-32 "${CLIP[@]}" --name r
-        part train_simclr 80 "${PY[@]}" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
+        part train_clip_tiny 60 "$PYTHON" bench/train_clip.py --model lookalike-tiny "${CLIP[@]}" --name r
+        part train_clip_vit_b_32 130 "$PYTHON" bench/train_clip.py --model ViT-B-32 "${CLIP[@]}" --name r
+        part train_simclr 80 "$PYTHON" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
             --image-size 32 --precision bf16 --batch-size 256 --steps 40 --workers 12 --threads 0 --name r
-        part index_throughput 80 "${PY[@]}" bench/index_throughput.py --device cuda --model ViT-B-32 \
+        part index_throughput 80 "$PYTHON" bench/index_throughput.py --device cuda --model ViT-B-32 \
             --batch-size 128 --workers 4,12 --repeats 2 --name r
-        part faiss_kmeans 30 "${PY[@]}" bench/faiss_kmeans.py --vectors 100000 --dim 256 --nlist 1024 --name r
-        part service 110 "${PY[@]}" bench/service.py --device cuda --model ViT-B-32 --queries 200 --clients 16 \
+        part faiss_kmeans 30 "$PYTHON" bench/faiss_kmeans.py --vectors 100000 --dim 256 --nlist 1024 --name r
+        part service 110 "$PYTHON" bench/service.py --device cuda --model ViT-B-32 --queries 200 --clients 16 \
             --requests-per-client 20 --name r
     fi
 }
@@ -204,14 +214,15 @@ fi
 if command -v nvidia-smi >/dev/null; then
     timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 fi
-"$PYTHON" - <<'EOF'
+if ! "$PYTHON" - "$SMOKE" <<'EOF'
 import os, sys, torch
 cuda = torch.cuda.is_available()
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}, {os.cpu_count()} CPUs")
 print(f"GPU: {torch.cuda.get_device_name(0)}, capability {torch.cuda.get_device_capability(0)}, "
       f"bf16 {torch.cuda.is_bf16_supported()}" if cuda else "GPU: none visible to torch")
+sys.exit(0 if cuda or sys.argv[1] == "1" else 1)
 EOF
-if ! ((SMOKE)) && ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+then
     echo "no CUDA device: this run is for the GPU machine (on a CPU: --smoke)" >&2
     exit 2
 fi
@@ -242,6 +253,7 @@ export LOOKALIKE_DATASETS="$WORK/datasets"
 IMAGES="$WORK/datasets/emoji"
 
 # 4. The parts.
+PLAN=1 && parts && PLAN=0
 parts
 
 # 5. Summary.
