@@ -50,8 +50,9 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 
 # part NAME SECONDS COMMAND...: runs COMMAND under `timeout`, with the bench's results going to a
-# folder of its own, then records it. A part may run until the deadline less the SECONDS of the
-# parts after it: what a part leaves unused goes to the next. (PLAN=1: only note the SECONDS.)
+# folder of its own, then records it. A part may run for its SECONDS, or longer when the parts
+# before it left time unused (up to the deadline less the later parts' SECONDS), never past the
+# deadline. (PLAN=1: only note the SECONDS.)
 PLAN=0
 ORDER=()
 declare -A BUDGET=()
@@ -72,7 +73,10 @@ part() {
         ((after)) && later=$((later + BUDGET[$n]))
         [[ "$n" == "$name" ]] && after=1
     done
-    local limit=$((DEADLINE - $(date +%s) - later))
+    local left=$((DEADLINE - $(date +%s)))
+    budget=${BUDGET[$name]}
+    local limit=$((left - later > budget ? left - later : budget))
+    limit=$((limit < left ? limit : left))
     local results="$WORK/results/$name" rc=0 t0 t1
     mkdir -p "$results"
     echo
@@ -144,15 +148,15 @@ EOF
 parts() {
     if ((SMOKE)); then
         CLIP=(--device cpu --precision bf16 --batch-size 8 --workers 0 --warmup-steps 1 --mode interleaved --repeats 1)
-        part train_clip_tiny 40 "$PYTHON" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
+        part train_clip_tiny 30 "$PYTHON" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
         # ViT-B-32 takes seconds a step on these cores: the smoke run trains lookalike-micro in its place
-        part train_clip_vit_b_32 40 "$PYTHON" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
-        part train_simclr 45 "$PYTHON" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
+        part train_clip_vit_b_32 30 "$PYTHON" bench/train_clip.py --model lookalike-micro "${CLIP[@]}" --name r
+        part train_simclr 35 "$PYTHON" bench/train_simclr.py --data "$IMAGES" --backbone resnet18,small_stem=true \
             --image-size 32 --precision bf16 --batch-size 4 --steps 3 --warmup-steps 1 --workers 0 --name r
-        part index_throughput 25 "$PYTHON" bench/index_throughput.py --device cpu --model lookalike-micro \
+        part index_throughput 15 "$PYTHON" bench/index_throughput.py --device cpu --model lookalike-micro \
             --batch-size 8 --workers 0,1 --repeats 1 --name r
-        part faiss_kmeans 15 "$PYTHON" bench/faiss_kmeans.py --vectors 4096 --dim 32 --nlist 16 --name r
-        part service 50 "$PYTHON" bench/service.py --device cpu --model lookalike-micro --queries 6 --clients 4 \
+        part faiss_kmeans 10 "$PYTHON" bench/faiss_kmeans.py --vectors 4096 --dim 32 --nlist 16 --name r
+        part service 30 "$PYTHON" bench/service.py --device cpu --model lookalike-micro --queries 6 --clients 4 \
             --requests-per-client 2 --name r
     else
         CLIP=(--device cuda --precision bf16 --batch-size 128 --workers 8)
