@@ -62,7 +62,8 @@ def _main(argv: list[str] | None) -> int:
     b.add_argument("--target-recall", type=float, default=0.95,
                    help="recall@10 against exact search that nprobe / efSearch are tuned for")
     b.add_argument("--delete-missing", action="store_true",
-                   help="delete the collection's items whose files are no longer in --source")
+                   help="delete this source's items whose files are no longer in --source (never uploads or "
+                        "another source's items)")
     b.add_argument("--keep-versions", type=int, default=5, help="published versions kept on disk")
     b.add_argument("--rebuild", action="store_true",
                    help="build, choose and tune a new index even when updating the current version would do")
@@ -128,7 +129,8 @@ def _main(argv: list[str] | None) -> int:
         what = {"built": "built", "updated": "updated", "unchanged": "nothing to change in"}[report.published]
         print(f"{what} {report.version} ({report.publish_detail}): {report.indexed} vectors; {report.embedded} "
               f"embedded ({report.images_per_second:.1f} img/s), {report.unchanged} unchanged, {report.deleted} "
-              f"deleted; {len(report.failures)} files skipped")
+              f"deleted; {len(report.failures)} files skipped"
+              + (f"; {report.not_owned} left alone (uploads or another source's items)" if report.not_owned else ""))
         for uri, reason in report.failures[:20]:
             print(f"  skipped {uri}: {reason}")
         return 0
@@ -177,7 +179,7 @@ def _main(argv: list[str] | None) -> int:
               + (f"; not found or already deleted: {unknown}" if unknown else ""))
         return 0
     if args.command == "compact":
-        from index.build import republish
+        from index.publish import republish
         from index.catalog import Catalog
         from index.version import open_current, read_manifest
         from training.encoder import load_encoder

@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from index.build import redact
+from index.publish import redact, republish
 from index.catalog import Catalog
 from index.update import diff
 from index.version import EncoderMismatch, IndexVersion, current_name, open_current, open_version, read_manifest
@@ -199,8 +199,6 @@ class Resources:
 
     def publish_uploads(self) -> None:
         """Publish the catalog (uploads included) as a new index version and serve it."""
-        from index.build import republish
-
         published = republish(self.catalog, Path(self.settings.index), self.encoder)
         log.info("%s %s with the catalog's changes (%s)", published.action, published.path.name, published.detail)
         self.reload_if_published()

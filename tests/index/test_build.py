@@ -122,6 +122,34 @@ def test_reruns_embed_only_what_is_new_or_changed(micro_encoder, tmp_path):
     assert verify(cfg.out, cfg.database_url).ok
 
 
+def test_two_sources_in_one_collection_leave_each_other_alone(micro_encoder, tmp_path):
+    rows = sample_rows()[:12]
+    one = copy_sample(rows[:6], tmp_path / "one")
+    two = copy_sample(rows[6:], tmp_path / "two")
+    shutil.copy(one / f"{rows[0]['vendor']}-{rows[0]['code']}.png", two / "also-in-one.png")
+    first = build(_config(micro_encoder, one, tmp_path))
+    assert (first.embedded, first.indexed) == (6, 6)
+    # the second source with --delete-missing: deletes nothing of the first
+    second = build(_config(micro_encoder, two, tmp_path, delete_missing=True))
+    assert (second.embedded, second.deleted, second.indexed) == (7, 0, 13)
+    (two / f"{rows[6]['vendor']}-{rows[6]['code']}.png").unlink()
+    third = build(_config(micro_encoder, two, tmp_path, delete_missing=True))
+    assert (third.deleted, third.indexed) == (1, 12)
+    # a manifest that lists the first source's files does not take them over
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"file": str(p), "album": "m"}) + "\n" for p in sorted(one.iterdir())))
+    fourth = build(_config(micro_encoder, manifest, tmp_path, delete_missing=True))
+    assert (fourth.not_owned, fourth.embedded, fourth.deleted, fourth.indexed) == (6, 0, 0, 12)
+    catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    try:
+        owners = {item.owner for item in catalog.get_many(open_current(tmp_path / "index").ids()).values()}
+        assert owners == {f"source:{one.resolve()}", f"source:{two.resolve()}"}
+        assert all("album" not in item.meta for item in catalog.get_many(range(1, 20)).values())
+    finally:
+        catalog.dispose()
+    assert verify(tmp_path / "index", f"sqlite:///{tmp_path / 'catalog.db'}").ok
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_job_killed_at_a_random_moment_resumes_to_a_consistent_index(micro_encoder, small_manifest, tmp_path,
                                                                        seed):

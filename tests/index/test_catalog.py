@@ -242,3 +242,24 @@ def test_streamed_entries_come_in_short_reads_by_id_and_refuse_mixed_sizes(tmp_p
     with pytest.raises(ValueError, match="different sizes"):
         list(catalog.live_entries("c", "fp"))
     catalog.dispose()
+
+
+def test_a_write_waits_for_another_writer_instead_of_failing_as_locked(tmp_path):
+    """Another process commits a write while our PATCH is about to start: with a deferred transaction the
+    PATCH would read a snapshot that the commit makes stale and fail at once ("database is locked")."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "c.db"
+    catalog = Catalog(f"sqlite:///{path}")
+    catalog.migrate()
+    [i] = catalog.upsert("c", [NewItem("/a.png", "h", {"v": 1})])
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE items SET content_hash = content_hash")
+    threading.Timer(0.5, other.execute, ("COMMIT",)).start()
+    try:
+        assert catalog.update_metadata("c", i, {"w": 2}).meta == {"v": 1, "w": 2}
+    finally:
+        catalog.dispose()
+        other.close()
