@@ -38,6 +38,7 @@ TINY = {  # appended to training commands: what they do, in seconds instead of m
     "clip": ["--steps", "2", "--warmup", "1", "--workers", "0", "--no-progress"],
     "simclr": ["--steps", "2", "--warmup", "1", "--workers", "0", "--no-progress"],
     "eval": ["--linear-iters", "20"],
+    "export": [],
 }
 
 
@@ -144,7 +145,7 @@ def scratch(tmp_path_factory, small_manifest, micro_encoder) -> dict:
     url = f"sqlite:///{data / 'catalog.db'}"
     build(BuildConfig(encoder=str(micro_encoder), source=small_manifest, out=data / "index", database_url=url,
                       workers=0, progress=False))
-    with running_service(micro_encoder, data / "index", url) as base:
+    with running_service(micro_encoder, data / "index", url, timeout=300) as base:  # slow on a busy machine
         yield {"root": root, "base": base, "shared": root / "shared-datasets"}
 
 

@@ -58,7 +58,7 @@ def site(two_collections) -> str:
     root = two_collections["root"]
     extra = {"twitter": {"encoder": two_collections["encoder"], "index": str(root / "twitter")}}
     with running_service(two_collections["encoder"], root / "default", two_collections["database_url"],
-                         settings={"extra_collections": json.dumps(extra)}) as base:
+                         settings={"extra_collections": json.dumps(extra)}, timeout=300) as base:
         yield base
 
 
