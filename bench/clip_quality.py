@@ -149,8 +149,8 @@ def format_table(table: dict[str, dict[str, dict]], settings: list[str]) -> str:
     width = max(len(r) for r in table) + 2
     lines = []
     for s in settings:
-        lines.append(f"\n[{s}] " + {"a-google": "trained on google, judged on twitter (i2i: both vendors)",
-                                    "a-twitter": "trained on twitter, judged on google (i2i: both vendors)",
+        lines.append(f"\n[{s}] " + {"a-google": "trained on google, judged on twitter (x-v: the other vendor's gallery; all: both vendors')",
+                                    "a-twitter": "trained on twitter, judged on google (x-v: the other vendor's gallery; all: both vendors')",
                                     "b": "trained without the held-out 20 % of codes, judged on them"}[s])
         lines.append(f"{'row':<{width}}" + "".join(f"{short[m]:>8}" for m in measures) + f"{'min':>7}{'CPU s':>8}")
         for row, per in table.items():
