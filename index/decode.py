@@ -65,10 +65,11 @@ def open_image(source: str | Path | bytes, limits: DecodeLimits = DecodeLimits()
                 image.seek(0)  # first frame of GIF/TIFF/WebP animations
                 image.load()
                 image = ImageOps.exif_transpose(image)
-            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # a frame larger than the header
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:  # a frame past the header's
                 raise BadImage("too_many_pixels", str(exc)) from None
-            except Exception as exc:  # whatever a decoder raises on damaged data (OSError, SyntaxError, EOFError, ...)
-                raise BadImage("corrupt", f"the image could not be decoded ({str(exc)[:200] or type(exc).__name__})") from None
+            except Exception as exc:  # whatever a decoder raises on damaged data: OSError, SyntaxError, EOFError, ...
+                why = str(exc)[:200] or type(exc).__name__
+                raise BadImage("corrupt", f"the image could not be decoded ({why})") from None
             return image
     finally:
         fp.close()

@@ -22,13 +22,14 @@ def parse_labels(values: list[str] | None, settings: Settings) -> list[str]:
     values = values or []
     if len(values) == 1:
         values = values[0].split(",")
-    labels = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+    given = [v.strip() for v in values if v.strip()]
+    if len(given) > settings.max_labels:  # counted as sent (as the schema's maxItems is), before repeats go
+        raise validation_error(("body", "labels"), f"at most {settings.max_labels} labels, got {len(given)}",
+                               "too_long")
+    labels = list(dict.fromkeys(given))
     if not labels:
         raise validation_error(("body", "labels"),
                                "give at least one label (repeat the field, or separate with commas)", "missing")
-    if len(labels) > settings.max_labels:
-        raise validation_error(("body", "labels"), f"at most {settings.max_labels} labels, got {len(labels)}",
-                               "too_long")
     for i, label in enumerate(labels):
         check_text(label, settings, ("body", "labels", i))
     return labels
@@ -36,11 +37,11 @@ def parse_labels(values: list[str] | None, settings: Settings) -> list[str]:
 
 def parse_templates(values: list[str] | None, settings: Settings) -> list[str]:
     """Repeated ``templates`` fields (commas are kept: a template may contain them); default: the settings'."""
+    if len(values or []) > settings.max_templates:  # every label is embedded once per template
+        raise validation_error(("body", "templates"), f"at most {settings.max_templates} templates", "too_long")
     templates = list(dict.fromkeys(v.strip() for v in values or [] if v.strip()))
     if not templates:
         return list(settings.default_templates)
-    if len(templates) > settings.max_templates:  # every label is embedded once per template
-        raise validation_error(("body", "templates"), f"at most {settings.max_templates} templates", "too_long")
     for i, template in enumerate(templates):
         check_text(template, settings, ("body", "templates", i))
         if problem := template_problem(template):

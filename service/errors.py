@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from training.encoder import NoTextTower
 
@@ -123,7 +124,19 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         message = f"{request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail) if exc.detail else phrase
-    return error_response(status, code, message, None, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if status == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request, (headers or {}).get("Allow", ""))}
+    return error_response(status, code, message, None, headers)
+
+
+def _allowed_methods(request: Request, given: str) -> str:
+    """Every method some route takes at this path: the router names only the first route that matched."""
+    methods = {m.strip().upper() for m in given.split(",") if m.strip()}
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))
 
 
 async def _no_text_tower(request: Request, exc: NoTextTower) -> JSONResponse:

@@ -8,8 +8,8 @@
 
 Every condition must hold (AND). A range compares numbers with numbers and ISO dates with
 ISO dates; a value of another type never matches. A filter holds at most ``MAX_KEYS`` keys
-and an ``in``/``nin`` list at most ``MAX_MEMBERS`` values (the OpenAPI schema says so too). Searches apply the filter to the catalog
-rows of the nearest neighbours and widen the neighbourhood until ``k`` rows match or the
+and an ``in``/``nin`` list at most ``MAX_MEMBERS`` values (the OpenAPI schema says so too).
+Searches apply the filter to the catalog rows of the nearest neighbours and widen the neighbourhood until ``k`` rows match or the
 index is exhausted, so a filtered query returns ``k`` results whenever ``k`` items match.
 """
 

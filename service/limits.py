@@ -2,20 +2,22 @@
 
 JSON from a caller (a body, or a form field holding JSON) is bounded three ways: its size in
 characters, its nesting depth, and its number of values (arrays, objects, strings and numbers
-at all levels together); every integer fits in 64 bits and every number is finite. These hold
-for any JSON the service reads, so no route has to remember them.
+at all levels together); every number, integers included, is finite and within float range.
+These hold for any JSON the service reads, so no route has to remember them; ids have their
+own, smaller bound in the request models (``ID_MAX``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from service.errors import validation_error
 from service.settings import Settings
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT_MAX = sys.float_info.max  # 1.8e308: the largest number a JSON reader in any language can hold
 
 
 def check_k(k: int, settings: Settings, loc: tuple[str, ...]) -> int:
@@ -72,8 +74,8 @@ def json_problem(value: Any, max_depth: int, max_values: int) -> tuple[tuple[str
         elif isinstance(node, bool):
             continue
         elif isinstance(node, int):
-            if not INT64_MIN <= node <= INT64_MAX:
-                return where, "integers must fit in 64 bits (-2^63 .. 2^63-1)", "number_out_of_range"
+            if not -FLOAT_MAX <= node <= FLOAT_MAX:
+                return where, "numbers must be within float range (|x| below 1.8e308)", "number_out_of_range"
         elif isinstance(node, float) and not math.isfinite(node):
             return where, "numbers must be finite (|x| below 1.8e308; no NaN or Infinity)", "number_out_of_range"
     return None

@@ -22,7 +22,9 @@ _HIT_EXAMPLE = {
 FILTER_HELP = ("only items whose metadata match: {key: value} (equality), {key: [values]} (membership), "
                "{key: {gte|gt|lte|lt: number or ISO date, ne, in, nin}}; all conditions must hold")
 
-INT64_MAX = 2**63 - 1
+# Item ids in requests: at most 2^53 - 1, the largest integer every JSON reader holds exactly (a float
+# compares 2^63 - 1 and 2^63 + 191 as equal, so a schema could not state an int64 bound honestly).
+ID_MAX = 2**53 - 1
 # Lists longer than this are refused by the request models themselves, before their items are looked at;
 # the limits that settings set (max_labels, the encoder's dim, ...) are below it and checked after.
 LIST_CEILING = 65_536
@@ -39,14 +41,16 @@ NOT_BLANK = r"\S"  # what a query or label needs: one character that is not whit
 LABEL = r"[^\s,]"  # ... that is not a comma either: a single labels field is split on commas
 TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*\{\}(?:[^{}]|\{\{|\}\})*$"  # one {} slot; other braces doubled
 
-TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJRU5ErkJggg=="  # 2x2, red
+# 2x2 red pixels: the example image of the batch routes
+TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJRU5ErkJggg=="
 
 # base64 image files in JSON bodies (a data: URL prefix is accepted too)
 BASE64_IMAGE = {"format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
                 **limit(maxLength="max_base64_chars")}
 
 _SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
-_BOUND = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+_BOUND = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date"},
+                    {"type": "string", "format": "date-time"}]}
 
 
 def _members() -> dict[str, Any]:
@@ -89,9 +93,9 @@ class SearchPage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)",
+    k: int = Field(10, ge=1, strict=True, description="how many results (at most the server's max_k, 100 by default)",
                    json_schema_extra=limit(maximum="max_k"))
-    offset: int = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)",
+    offset: int = Field(0, ge=0, strict=True, description="skip this many results first (paging: offset=k gives page 2)",
                         json_schema_extra=limit(maximum="max_offset"))
     filter: dict[str, Any] | None = Field(None, description=FILTER_HELP, json_schema_extra=filter_schema)
 
@@ -119,7 +123,7 @@ class SimilarRequest(SearchPage):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": 412, "k": 5}]})
 
-    id: int = Field(ge=0, le=INT64_MAX, description="catalog id of an indexed item (as in search results)")
+    id: int = Field(ge=0, le=ID_MAX, strict=True, description="catalog id of an indexed item (as in search results)")
 
 
 VECTOR = {"contains": {"not": {"const": 0}}, **limit(minItems="dim", maxItems="dim")}
@@ -153,7 +157,7 @@ class BatchQuery(BaseModel):
     text: str | None = Field(None, json_schema_extra={"pattern": NOT_BLANK, **limit(maxLength="max_text_chars")})
     image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL works too)",
                               json_schema_extra=BASE64_IMAGE)
-    id: int | None = Field(None, ge=0, le=INT64_MAX, description="an indexed item: more like it, itself left out")
+    id: int | None = Field(None, ge=0, le=ID_MAX, strict=True, description="an indexed item: more like it, itself left out")
     vector: list[float] | None = Field(None, max_length=LIST_CEILING, json_schema_extra=VECTOR)
 
     @model_validator(mode="after")

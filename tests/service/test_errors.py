@@ -79,3 +79,9 @@ def test_a_server_error_is_answered_at_once_not_at_the_request_timeout(serve, mo
         started = time.perf_counter()
         assert_error(c.post("/v1/search/text", json={"query": "cat"}), 500, "internal_error")
         assert time.perf_counter() - started < 5  # far below the 20 s limit
+
+
+def test_a_405_lists_every_method_of_the_path(client):
+    r = client.options("/v1/items/1")
+    assert_error(r, 405, "method_not_allowed")
+    assert {"GET", "PATCH", "DELETE"} <= {m.strip() for m in r.headers["allow"].split(",")}

@@ -21,7 +21,8 @@ from index.catalog import Catalog
 from service.keys import create_key
 from tests.service.conftest import assert_error
 
-FAST = 1.0  # seconds: a refusal costs the server (and the caller) next to nothing
+FAST = 1.0  # CPU seconds: a refusal costs the server next to nothing
+PATIENT = 10.0  # wall-clock seconds, on a machine shared with others: far below the 30 s request timeout
 
 
 def encode(image: Image.Image, format: str, **options) -> bytes:
@@ -106,6 +107,7 @@ def hostile(serve, built_index):
     with serve(raise_server_exceptions=False) as client:
         client.headers["X-Request-ID"] = "hostile"
         assert client.post("/v1/search/text", json={"query": "warm up"}).status_code == 200
+        assert client.get("/openapi.json").status_code == 200  # built once per process (a 405 reads it)
         yield client, {"Authorization": f"Bearer {key}"}
 
 
@@ -157,10 +159,12 @@ def cases(auth: dict, dim: int, item_id: int) -> list[tuple[str, str, str, dict,
         ("text/plain body", "POST", text, {"content": b'{"query": "cat"}', "headers": {"content-type": "text/plain"}},
          {422}),
         ("similar id 2^64", "POST", "/v1/search/similar", json_body('{"id": 18446744073709551616}'), {422}),
-        ("similar id 2^63", "POST", "/v1/search/similar", {"json": {"id": 2**63}}, {422}),
+        ("similar id 2^53", "POST", "/v1/search/similar", {"json": {"id": 2**53}}, {422}),
+        ("similar id true", "POST", "/v1/search/similar", {"json": {"id": True}}, {422}),
+        ("offset false", "POST", text, {"json": {"query": "cat", "offset": False}}, {422}),
         ("similar id -1", "POST", "/v1/search/similar", {"json": {"id": -1}}, {422}),
         ("similar id 1.5", "POST", "/v1/search/similar", {"json": {"id": 1.5}}, {422}),
-        ("similar unknown id", "POST", "/v1/search/similar", {"json": {"id": 2**63 - 1}}, {404}),
+        ("similar unknown id", "POST", "/v1/search/similar", {"json": {"id": 2**53 - 1}}, {404}),
         ("vector of 300,000 strings", "POST", "/v1/search/vector", {"json": {"vector": ["x"] * 300_000}}, {422}),
         ("vector of 70,000 numbers", "POST", "/v1/search/vector", {"json": {"vector": [0.5] * 70_000}}, {422}),
         ("vector one short", "POST", "/v1/search/vector", {"json": {"vector": [0.5] * (dim - 1)}}, {422}),
@@ -219,9 +223,8 @@ def cases(auth: dict, dim: int, item_id: int) -> list[tuple[str, str, str, dict,
          {"files": {"file": ("a.png", GOOD_PNG, "image/png")}, "headers": {"Authorization": "Bearer lk_nope"}},
          {401}),
         ("patch metadata 40 deep", "PATCH", f"/v1/items/{item_id}",
-         {**json_body('{"metadata": {"a": %s}}' % ("[" * 40 + "]" * 40)), "headers": {**auth,
-                                                                                       "content-type": "application/json"}},
-         {422}),
+         {"content": '{"metadata": {"a": %s}}' % ("[" * 40 + "]" * 40),
+          "headers": {**auth, "content-type": "application/json"}}, {422}),
         ("patch metadata not an object", "PATCH", f"/v1/items/{item_id}", {"json": {"metadata": [1]}, "headers": auth},
          {422}),
         ("patch id 2^64", "PATCH", f"/v1/items/{2**64}", {"json": {"metadata": {}}, "headers": auth}, {422}),
@@ -249,9 +252,9 @@ def test_every_bad_request_is_a_fast_4xx_and_the_server_carries_on(hostile, buil
     routes = {(method, path.split("?")[0]) for _, method, path, _, _ in matrix}
     problems = []
     for what, method, path, kwargs, statuses in matrix:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()  # the server runs in this process
         r = client.request(method, path, **kwargs)
-        took = time.perf_counter() - started
+        took, cost = time.perf_counter() - started, time.process_time() - cpu
         if r.status_code not in statuses:
             problems.append(f"{what}: {r.status_code} (wanted {sorted(statuses)}) {r.text[:300]}")
             continue
@@ -262,8 +265,8 @@ def test_every_bad_request_is_a_fast_4xx_and_the_server_carries_on(hostile, buil
             continue
         if len(r.content) > 20_000:
             problems.append(f"{what}: a {len(r.content)}-byte error")
-        if took > FAST:
-            problems.append(f"{what}: took {took:.2f} s")
+        if cost > FAST or took > PATIENT:
+            problems.append(f"{what}: took {took:.2f} s, {cost:.2f} s of CPU")
         assert error["message"]
     assert not problems, "\n".join(problems)
     assert {("POST", "/v1/search/text"), ("POST", "/v1/search/image"), ("POST", "/v1/search/similar"),
@@ -303,9 +306,9 @@ def test_the_four_requests_that_were_500s(hostile):
 
 def test_a_huge_vector_is_refused_at_once_with_a_short_error(hostile):
     client, _ = hostile
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     r = client.post("/v1/search/vector", json={"vector": ["x"] * 300_000})
-    assert time.perf_counter() - started < FAST
+    assert time.process_time() - cpu < FAST and time.perf_counter() - started < PATIENT
     error = assert_error(r, 422, "validation_error")
     assert len(r.content) < 2_000 and len(error["detail"]) == 1, r.text[:500]
 
@@ -344,17 +347,17 @@ def test_a_template_width_cannot_make_huge_prompts(hostile, monkeypatch):
 
 
 def test_no_json_reaches_the_routes_unbounded(hostile, built_index):
-    """Numbers beyond 64-bit integers or float range, and deep nesting, in any JSON body or JSON field."""
+    """Numbers beyond float range (integers included), and deep nesting, in any JSON body or JSON field."""
     client, auth = hostile
     item = client.post("/v1/search/text", json={"query": "cat", "k": 1}).json()["results"][0]["id"]
     before = client.get(f"/v1/items/{item}").json()["metadata"]
-    for body in ('{"metadata": {"n": 9223372036854775808}}', '{"metadata": {"n": -1e309}}',
+    for body in ('{"metadata": {"n": 1%s}}' % ("0" * 309), '{"metadata": {"n": -1e309}}',
                  '{"metadata": {"n": Infinity}}', '{"metadata": %s}' % ('{"a":' * 33 + "1" + "}" * 33)):
         r = client.patch(f"/v1/items/{item}", content=body, headers={**auth, "content-type": "application/json"})
         assert_error(r, 422, "validation_error")
-    ok = client.patch(f"/v1/items/{item}", json={"metadata": {"n": 2**63 - 1, "x": -1.5e308}}, headers=auth)
+    ok = client.patch(f"/v1/items/{item}", json={"metadata": {"n": 2**64, "x": -1.5e308}}, headers=auth)
     assert ok.status_code == 200, ok.text
-    assert ok.json()["metadata"]["n"] == 2**63 - 1
+    assert ok.json()["metadata"]["n"] == 2**64
     restore = {k: None for k in ("n", "x")}
     restore.update({k: v for k, v in before.items() if k in ("n", "x")})
     client.patch(f"/v1/items/{item}", json={"metadata": restore}, headers=auth)
@@ -367,7 +370,7 @@ def test_catalog_reads_by_id_keep_in_lists_bounded(built_index):
     SQLite's 32,766 and PostgreSQL's 65,535 parameters."""
     catalog = Catalog(built_index["database_url"])
     try:
-        found = catalog.get_many(range(70_000))
+        found = catalog.get_many(range(300_000))  # past SQLite builds that allow 250,000
         assert len(found) == built_index["count"]
     finally:
         catalog.dispose()
