@@ -13,7 +13,7 @@ def test_page_and_its_assets_are_served(client):
         r = client.get("/" + asset)
         assert r.status_code == 200 and r.content
     js = client.get("/static/app.js").text
-    for call in ("v1/search/text", "v1/search/image", "v1/search/${q.kind}", "v1/classify", "v1/collections",
+    for call in ("v1/search/image", "v1/search/${q.kind}", "v1/classify", "v1/collections",
                  "/facets", "/encoder", "v1/items/"):
         assert call in js
     everything = page.text + js + client.get("/static/app.css").text
