@@ -443,7 +443,7 @@ class Catalog:
 
     def delete(self, collection: str, ids: Iterable[int], by: str = "user", revision: int | None = None) -> list[int]:
         """Mark live items deleted (they vanish from get/get_many/count at once) ``by`` a person ("user")
-        or their source ("source", see the module's docstring); returns those marked. With
+        or their source ("source", see the module's docstring); returns those marked, in the order given. With
         ``revision`` (one id), only if the item is still at that revision (else ``StaleRevision``)."""
         ids = [int(i) for i in ids]
         if not ids:
@@ -460,7 +460,8 @@ class Catalog:
                 if revision is not None and item.revision != revision:
                     raise StaleRevision(item.revision)
                 _change(item, deleted_at=_utcnow(), deleted_by=by)
-            return [item.id for item in found]
+            marked = {item.id for item in found}
+            return [i for i in dict.fromkeys(ids) if i in marked]  # in the order given (locked by id)
 
         return self.write(work)
 
