@@ -1,6 +1,6 @@
 """Property-based requests generated from the OpenAPI schema (schemathesis): whatever a caller sends,
 the service answers with a documented 2xx/4xx in the error shape, never a 5xx, with a write key and
-without any key; and the stateful links (create -> get -> patch -> delete) are followed.
+without any key; and the links a stateful tool follows (create -> get -> patch -> delete) work.
 Bounded to a few examples per operation, deterministic."""
 
 import pytest
@@ -75,21 +75,39 @@ def test_no_request_gets_a_server_error(fuzzed, auth):
     assert (accepted["POST /v1/items"] > 0) == (auth == "write key"), accepted
 
 
-def test_stateful_links_create_get_patch_delete(fuzzed):
+def test_the_links_of_a_created_item_lead_to_its_routes(fuzzed):
+    """The links that stateful tools follow (create -> get -> image -> patch -> more like it -> delete), each
+    called as the OpenAPI document says. (Schemathesis' own stateful phase runs against a live server; in
+    process its replays meet a catalog that earlier examples changed, which Hypothesis calls flaky.)"""
+    import io
+    import uuid
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
     app, key = fuzzed
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    links = schema.get_all_operations()  # noqa: F841  (resolves the document, links included)
-    seen: list[tuple[str, int]] = []
-
-    class Machine(schema.as_state_machine()):
-        def get_call_kwargs(self, case):
-            return {"headers": key}
-
-        def validate_response(self, response, case, **kwargs):
-            check(response, f"{case.method} {case.formatted_path}")
-            seen.append((f"{case.method} {case.operation.path}", response.status_code))
-
-    Machine.run(settings=settings(max_examples=25, stateful_step_count=6, **BOUNDED))
-    reached = {what for what, status in seen if status < 300}
-    assert "POST /v1/items" in reached, seen
-    assert {"GET /v1/items/{item_id}", "PATCH /v1/items/{item_id}", "DELETE /v1/items/{item_id}"} & reached, seen
+    client = TestClient(app)  # no lifespan: the fixture has loaded the resources
+    doc = client.get("/openapi.json").json()
+    operations = {op["operationId"]: (method, path) for path, item in doc["paths"].items()
+                  for method, op in item.items()}
+    links = doc["paths"]["/v1/items"]["post"]["responses"]["201"]["links"]
+    order = ["GetItem", "GetItemImage", "PatchItem", "MoreLikeItem", "DeleteItem"]
+    assert set(order) <= set(links), links
+    buf = io.BytesIO()  # bytes never uploaded before, so that this is a new item (201)
+    Image.new("RGB", (17, 9), tuple(uuid.uuid4().bytes[:3])).save(buf, "PNG")
+    created = client.post("/v1/items", files={"file": ("new.png", buf.getvalue(), "image/png")},
+                          data={"metadata": '{"album": "linked"}'}, headers=key)
+    assert created.status_code == 201, created.text
+    item_id = created.json()["id"]
+    for name in order:
+        link = links[name]
+        method, path = operations[link["operationId"]]
+        assert set(link.get("parameters", {}).values()) | set(link.get("requestBody", {}).values()) <= {
+            "$response.body#/id"}
+        url = path.format(**{param: item_id for param in link.get("parameters", {})})
+        body = {"id": item_id} if "requestBody" in link else {"metadata": {"album": "moved"}} if method == "patch" \
+            else None
+        r = client.request(method.upper(), url, json=body, headers=key)
+        check(r, f"{name}: {method} {url}")
+        assert r.status_code < 300, f"{name}: {r.status_code} {r.text[:300]}"
+    assert client.get(f"/v1/items/{item_id}").status_code == 404  # the last link deleted it
