@@ -37,11 +37,11 @@ def parse_labels(values: list[str] | None, settings: Settings) -> list[str]:
 
 def parse_templates(values: list[str] | None, settings: Settings) -> list[str]:
     """Repeated ``templates`` fields (commas are kept: a template may contain them); default: the settings'."""
-    if len(values or []) > settings.max_templates:  # every label is embedded once per template
-        raise validation_error(("body", "templates"), f"at most {settings.max_templates} templates", "too_long")
-    templates = list(dict.fromkeys(v.strip() for v in values or [] if v.strip()))
-    if not templates:
+    if not values:
         return list(settings.default_templates)
+    if len(values) > settings.max_templates:  # every label is embedded once per template
+        raise validation_error(("body", "templates"), f"at most {settings.max_templates} templates", "too_long")
+    templates = list(dict.fromkeys(v.strip() for v in values))  # a blank one is refused below: it has no slot
     for i, template in enumerate(templates):
         check_text(template, settings, ("body", "templates", i))
         if problem := template_problem(template):

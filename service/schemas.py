@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from index.catalog import Item as CatalogItem
@@ -25,6 +25,16 @@ FILTER_HELP = ("only items whose metadata match: {key: value} (equality), {key: 
 # Item ids in requests: at most 2^53 - 1, the largest integer every JSON reader holds exactly (a float
 # compares 2^63 - 1 and 2^63 + 191 as equal, so a schema could not state an int64 bound honestly).
 ID_MAX = 2**53 - 1
+
+
+def _a_json_integer(value: Any) -> Any:
+    """What JSON Schema calls an integer: 3 or 3.0, never true/false or "3" (pydantic would take those)."""
+    if isinstance(value, (bool, str, bytes)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_a_json_integer)]
 # Lists longer than this are refused by the request models themselves, before their items are looked at;
 # the limits that settings set (max_labels, the encoder's dim, ...) are below it and checked after.
 LIST_CEILING = 65_536
@@ -93,9 +103,9 @@ class SearchPage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(10, ge=1, strict=True, description="how many results (at most the server's max_k, 100 by default)",
+    k: JsonInt = Field(10, ge=1, description="how many results (at most the server's max_k, 100 by default)",
                    json_schema_extra=limit(maximum="max_k"))
-    offset: int = Field(0, ge=0, strict=True, description="skip this many results first (paging: offset=k gives page 2)",
+    offset: JsonInt = Field(0, ge=0, description="skip this many results first (paging: offset=k gives page 2)",
                         json_schema_extra=limit(maximum="max_offset"))
     filter: dict[str, Any] | None = Field(None, description=FILTER_HELP, json_schema_extra=filter_schema)
 
@@ -123,7 +133,7 @@ class SimilarRequest(SearchPage):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"id": 412, "k": 5}]})
 
-    id: int = Field(ge=0, le=ID_MAX, strict=True, description="catalog id of an indexed item (as in search results)")
+    id: JsonInt = Field(ge=0, le=ID_MAX, description="catalog id of an indexed item (as in search results)")
 
 
 VECTOR = {"contains": {"not": {"const": 0}}, **limit(minItems="dim", maxItems="dim")}
@@ -157,7 +167,7 @@ class BatchQuery(BaseModel):
     text: str | None = Field(None, json_schema_extra={"pattern": NOT_BLANK, **limit(maxLength="max_text_chars")})
     image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL works too)",
                               json_schema_extra=BASE64_IMAGE)
-    id: int | None = Field(None, ge=0, le=ID_MAX, strict=True, description="an indexed item: more like it, itself left out")
+    id: JsonInt | None = Field(None, ge=0, le=ID_MAX, description="an indexed item: more like it, itself left out")
     vector: list[float] | None = Field(None, max_length=LIST_CEILING, json_schema_extra=VECTOR)
 
     @model_validator(mode="after")
