@@ -86,28 +86,29 @@ def test_the_links_of_a_created_item_lead_to_its_routes(fuzzed):
     from PIL import Image
 
     app, key = fuzzed
-    client = TestClient(app)  # no lifespan: the fixture has loaded the resources
-    doc = client.get("/openapi.json").json()
-    operations = {op["operationId"]: (method, path) for path, item in doc["paths"].items()
-                  for method, op in item.items()}
-    links = doc["paths"]["/v1/items"]["post"]["responses"]["201"]["links"]
-    order = ["GetItem", "GetItemImage", "PatchItem", "MoreLikeItem", "DeleteItem"]
-    assert set(order) <= set(links), links
-    buf = io.BytesIO()  # bytes never uploaded before, so that this is a new item (201)
-    Image.new("RGB", (17, 9), tuple(uuid.uuid4().bytes[:3])).save(buf, "PNG")
-    created = client.post("/v1/items", files={"file": ("new.png", buf.getvalue(), "image/png")},
-                          data={"metadata": '{"album": "linked"}'}, headers=key)
-    assert created.status_code == 201, created.text
-    item_id = created.json()["id"]
-    for name in order:
-        link = links[name]
-        method, path = operations[link["operationId"]]
-        assert set(link.get("parameters", {}).values()) | set(link.get("requestBody", {}).values()) <= {
-            "$response.body#/id"}
-        url = path.format(**{param: item_id for param in link.get("parameters", {})})
-        body = {"id": item_id} if "requestBody" in link else {"metadata": {"album": "moved"}} if method == "patch" \
-            else None
-        r = client.request(method.upper(), url, json=body, headers=key)
-        check(r, f"{name}: {method} {url}")
-        assert r.status_code < 300, f"{name}: {r.status_code} {r.text[:300]}"
-    assert client.get(f"/v1/items/{item_id}").status_code == 404  # the last link deleted it
+    # The lifespan loads the resources afresh: schemathesis' ASGI calls above ran the app's shutdown.
+    with TestClient(app) as client:
+        doc = client.get("/openapi.json").json()
+        operations = {op["operationId"]: (method, path) for path, item in doc["paths"].items()
+                      for method, op in item.items()}
+        links = doc["paths"]["/v1/items"]["post"]["responses"]["201"]["links"]
+        order = ["GetItem", "GetItemImage", "PatchItem", "MoreLikeItem", "DeleteItem"]
+        assert set(order) <= set(links), links
+        buf = io.BytesIO()  # bytes never uploaded before, so that this is a new item (201)
+        Image.new("RGB", (17, 9), tuple(uuid.uuid4().bytes[:3])).save(buf, "PNG")
+        created = client.post("/v1/items", files={"file": ("new.png", buf.getvalue(), "image/png")},
+                              data={"metadata": '{"album": "linked"}'}, headers=key)
+        assert created.status_code == 201, created.text
+        item_id = created.json()["id"]
+        for name in order:
+            link = links[name]
+            method, path = operations[link["operationId"]]
+            assert set(link.get("parameters", {}).values()) | set(link.get("requestBody", {}).values()) <= {
+                "$response.body#/id"}
+            url = path.format(**{param: item_id for param in link.get("parameters", {})})
+            body = {"id": item_id} if "requestBody" in link else {"metadata": {"album": "moved"}} if method == "patch" \
+                else None
+            r = client.request(method.upper(), url, json=body, headers=key)
+            check(r, f"{name}: {method} {url}")
+            assert r.status_code < 300, f"{name}: {r.status_code} {r.text[:300]}"
+        assert client.get(f"/v1/items/{item_id}").status_code == 404  # the last link deleted it
