@@ -16,10 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-
-def default_database_url(out: Path) -> str:
-    """SQLite next to the index folder: ``INDEX_DIR/../catalog.db``."""
-    return f"sqlite:///{(Path(out).resolve().parent / 'catalog.db')}"
+from index.catalog import default_database_url
 
 
 def parse_bytes(text: str) -> int:

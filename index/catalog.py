@@ -64,6 +64,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 CHUNK = 16_384
 
 
+def default_database_url(out: Path) -> str:
+    """SQLite next to the index folder: ``INDEX_DIR/../catalog.db``."""
+    return f"sqlite:///{(Path(out).resolve().parent / 'catalog.db')}"
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -185,7 +185,7 @@ WriteCaller = Annotated[Caller, Depends(require("write"))]
 
 # -- the command line -------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
-    from index.__main__ import default_database_url
+    from index.catalog import default_database_url
 
     parser = argparse.ArgumentParser(prog="python -m service keys", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from index.__main__ import default_database_url
+from index.catalog import default_database_url
 from service.templates import DEFAULT_TEMPLATES, template_problem
 
 MiB = 1024 * 1024
