@@ -61,7 +61,7 @@ class QualityTable(BaseModel):
 
 class Training(BaseModel):
     method: str | None = None
-    data: str | None = Field(None, description="what it was trained on")
+    data: str | None = Field(None, description="what it was trained on (the file name, not its path)")
     examples: int | None = Field(None, description="image-caption pairs (CLIP) or images (image-only methods)")
     model: str | None = Field(None, description="open_clip model name or backbone")
     steps: int | None = None
@@ -117,6 +117,11 @@ def facets_of(res: Resources, scan: int = FACET_SCAN, max_values: int = FACET_VA
     return Facets(collection=collection, scanned=min(len(metas), scan), complete=complete, facets=facets)
 
 
+def _file_name(path: str | None) -> str | None:
+    """The training data's file name only: the run summary holds a path on the training machine."""
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] if path else path
+
+
 @router.get("/{name}/facets", response_model=Facets, summary="Metadata values to filter by")
 async def facets(name: str, request: Request) -> Facets:
     """Metadata keys with at most a few dozen distinct values (e.g. vendor, category), each value with its
@@ -157,7 +162,7 @@ def about_encoder(name: str, res: Resources) -> EncoderAbout:
     if run:
         training = Training(
             method=run.get("method") or ("open_clip pretrained" if run.get("pretrained") else None),
-            data=run.get("data"), examples=run.get("pairs") or run.get("images"), model=model,
+            data=_file_name(run.get("data")), examples=run.get("pairs") or run.get("images"), model=model,
             steps=loop.get("steps"), batch_size=config.get("batch_size"), lr=loop.get("lr"),
             world_size=run.get("world_size"), train_seconds=run.get("train_seconds"),
             final_loss=run.get("final_loss"), finished=run.get("finished"), pretrained=run.get("pretrained"))
