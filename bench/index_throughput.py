@@ -50,7 +50,7 @@ def main() -> None:
     from index.build import BuildConfig, build
     from index.decode import open_image
     from training.encoder import load_encoder
-    from training.malloc import retain_freed_memory
+    from core.malloc import retain_freed_memory
 
     retain_freed_memory()  # as `python -m index build` does
 

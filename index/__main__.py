@@ -106,7 +106,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "build":
         from index.build import BuildConfig, build
         from index.fetch import FetchLimits
-        from training.malloc import retain_freed_memory
+        from core.malloc import retain_freed_memory
 
         retain_freed_memory()  # each batch frees and re-allocates the same activations
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from core.distributed import barrier, init_from_env
 from index.catalog import Catalog, NewItem
 from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
@@ -44,7 +45,6 @@ from index.reader import SourceItem, read_source
 from index.shards import is_shard_member, split_location
 from index.update import alive_members, changed_ids
 from index.version import IndexVersionError, open_current, read_manifest
-from training.distributed import barrier, init_from_env
 from training.encoder import Encoder, load_encoder
 
 log = logging.getLogger(__name__)

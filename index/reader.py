@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.manifest import iter_manifest, resolve
 from index.fetch import is_url
 from index.shards import read_shards
-from training.manifest import iter_manifest, resolve
 from training.shards import is_shards
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})

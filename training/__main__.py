@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from core.malloc import retain_freed_memory
 from training.loop import LoopConfig
-from training.malloc import retain_freed_memory
 
 
 def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float, steps: int, lr: float,

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from core.manifest import read_manifest, resolve
 from training.images import to_rgb
-from training.manifest import read_manifest, resolve
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from PIL import Image
 
+from core.manifest import read_manifest, resolve
 from training.baselines import PIXELS, pixel_encoder
 from training.encoder import Encoder, load_encoder
 from training.evaluate import grouped_image_recall, image_to_text_recall, recall_at_k, zero_shot_accuracy
-from training.manifest import read_manifest, resolve
 
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a picture of {}.", "an emoji of {}.", "{}")
 

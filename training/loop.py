@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from training.distributed import DistInfo, unwrap, wrap
+from core.distributed import DistInfo, unwrap, wrap
 
 
 @dataclass

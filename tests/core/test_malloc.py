@@ -11,7 +11,7 @@ import pytest
 CHURN = """
 import resource, sys
 import torch
-from training.malloc import retain_freed_memory
+from core.malloc import retain_freed_memory
 set_ = retain_freed_memory() if sys.argv[1] == "retain" else None
 def step():  # like a training step: many activation-sized blocks, all freed at the end
     blocks = [torch.ones(300_000) for _ in range(80)]  # 80 x 1.2 MB

@@ -1,6 +1,6 @@
 import pytest
 
-from training.manifest import ManifestError, read_manifest, resolve
+from core.manifest import ManifestError, read_manifest, resolve
 
 
 def test_jsonl_and_csv_give_the_same_rows(tmp_path):
