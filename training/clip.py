@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.distributed import unwrap
+from training.distributed import unwrap
 from training.losses import multi_positive_clip, supcon
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learnt temperature at 1/100

@@ -29,7 +29,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from core.distributed import DistInfo, unwrap, wrap
+from core.distributed import DistInfo
+from training.distributed import unwrap, wrap
 
 
 @dataclass

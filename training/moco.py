@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.distributed import unwrap
+from training.distributed import unwrap
 from training.losses import gather_no_grad, info_nce_with_queue
 from training.simclr import ProjectionHead
 

@@ -19,12 +19,13 @@ import open_clip
 import torch
 from torch.utils.data import DataLoader
 
-from core.distributed import init_from_env, unwrap
+from core.distributed import init_from_env
 from training.augment import AugmentConfig, simclr_transform
 from training.clip import ClipMethod, ClipTrainingModel
 from training.clip_model import BackboneTower, attach_backbone_tower, build_model, build_tokenizer, model_config, preprocess_of
 from training.batch_augment import BatchAugment
 from training.data import ROW, GroupedCollate, ImageTextDataset, KeyedImages
+from training.distributed import unwrap
 from training.encoder import Encoder, Preprocess, load_encoder, save_encoder
 from training.evaluate import text_to_image_recall
 from training.loop import RunFiles, Trainer, jsonable, keyed_loader, resolve_precision, seed_everything

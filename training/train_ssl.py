@@ -24,11 +24,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from core.distributed import DistInfo, init_from_env, unwrap
+from core.distributed import DistInfo, init_from_env
 from training.augment import AugmentConfig, Views, light_transform, simclr_transform
 from training.backbones import build_backbone
 from training.batch_augment import BatchAugment
 from training.data import ImageDataset, ImagePixels, ViewsCollate, labelled_folder, list_images, manifest_images
+from training.distributed import unwrap
 from training.encoder import Encoder, Preprocess, save_encoder
 from training.loop import RunFiles, Trainer, jsonable, keyed_loader, resolve_precision, seed_everything
 

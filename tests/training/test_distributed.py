@@ -7,10 +7,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from core.distributed import DistInfo, wrap
+from core.distributed import DistInfo
 from tests.conftest import _free_port
 from training.clip import ClipMethod
 from training.clip_model import build_model, model_config
+from training.distributed import wrap
 
 BATCH = 8
 

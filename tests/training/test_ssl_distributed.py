@@ -10,9 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from core.distributed import DistInfo, wrap
+from core.distributed import DistInfo
 from tests.conftest import _free_port
 from training.backbones import build_backbone
+from training.distributed import wrap
 from training.moco import MoCoMethod, MoCoModel
 from training.simclr import SimCLRMethod, SimCLRModel
 
