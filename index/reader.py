@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.manifest import iter_manifest, resolve
+from core.shards import is_shards
 from index.fetch import is_url
 from index.shards import read_shards
-from training.shards import is_shards
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST_EXTENSIONS = frozenset({".jsonl", ".json", ".ndjson", ".csv", ".tsv"})

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
-from training.shards import shard_urls
+from core.shards import shard_urls
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A shard is a tar file whose members are grouped by key: ``000123.jpg`` and ``000123.txt``
 are one sample. ``--data`` names shards with brace notation (``shards/{00000..00331}.tar``)
-or a folder of ``*.tar`` files; ``--image-key`` is the image member's extension (``jpg``,
+or a folder of ``*.tar`` files (``core.shards``); ``--image-key`` is the image member's extension (``jpg``,
 or alternatives such as ``jpg;png;webp``) and ``--caption-key`` the caption's (``txt``).
 
 The stream is the one open_clip_train uses for shards: each DataLoader worker of each
@@ -19,36 +19,12 @@ from __future__ import annotations
 
 import io
 import logging
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 from PIL import Image
 
 log = logging.getLogger(__name__)
-
-
-def is_shards(data: str | Path) -> bool:
-    """Whether ``--data`` names tar shards (a ``.tar`` path or pattern, or a folder holding ``*.tar``)."""
-    text = str(data)
-    if text.endswith(".tar") or (".tar" in text and "{" in text):
-        return True
-    path = Path(text)
-    return path.is_dir() and any(path.glob("*.tar"))
-
-
-def shard_urls(spec: str | Path) -> list[str]:
-    """The shard files of a folder or a brace pattern, each checked to exist (local paths)."""
-    from braceexpand import braceexpand
-
-    path = Path(str(spec))
-    urls = sorted(str(p) for p in path.glob("*.tar")) if path.is_dir() else list(braceexpand(str(spec)))
-    if not urls:
-        raise FileNotFoundError(f"no .tar shards in {spec}")
-    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]}")
-    return urls
 
 
 class DecodePair:

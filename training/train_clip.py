@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from core.distributed import init_from_env
+from core.shards import is_shards, shard_urls
 from training.augment import AugmentConfig, simclr_transform
 from training.clip import ClipMethod, ClipTrainingModel
 from training.clip_model import BackboneTower, attach_backbone_tower, build_model, build_tokenizer, model_config, preprocess_of
@@ -29,7 +30,7 @@ from training.distributed import unwrap
 from training.encoder import Encoder, Preprocess, load_encoder, save_encoder
 from training.evaluate import text_to_image_recall
 from training.loop import RunFiles, Trainer, jsonable, keyed_loader, resolve_precision, seed_everything
-from training.shards import DecodePair, first_pairs, is_shards, shard_pipeline, shard_urls
+from training.shards import DecodePair, first_pairs, shard_pipeline
 
 log = logging.getLogger(__name__)
 
