@@ -41,8 +41,9 @@ from index.embed import embed_items
 from index.faiss_build import new_index
 from index.fetch import FetchLimits, is_url
 from index.publish import AUTO, DEFAULT_MEMORY_BUDGET, Publication, publish_collection, republish
-from index.reader import SourceItem, read_source
+from index.reader import read_source
 from index.shards import is_shard_member, split_location
+from index.source_item import SourceItem
 from index.update import alive_members, changed_ids
 from index.version import IndexVersionError, open_current, read_manifest
 from training.encoder import Encoder, load_encoder

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from index.decode import BadImage, DecodeLimits, open_image
 from index.fetch import FetchError, FetchLimits, read_bytes
-from index.reader import SourceItem
+from index.source_item import SourceItem
 
 
 @dataclass

@@ -4,29 +4,17 @@ webdataset tar shards (``index.shards``: a ``.tar`` file or a brace pattern of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
 
 from core.manifest import iter_manifest, resolve
 from core.shards import is_shards
 from index.fetch import is_url
 from index.shards import read_shards
+from index.source_item import SourceItem
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST_EXTENSIONS = frozenset({".jsonl", ".json", ".ndjson", ".csv", ".tsv"})
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """One image to index: where it is (a file, or an http(s) URL), and the metadata that goes into the catalog."""
-
-    path: Path | str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uri(self) -> str:
-        return str(self.path)
 
 
 def read_folder(root: str | Path, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> Iterator[SourceItem]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.shards import shard_urls
+from index.source_item import SourceItem
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,8 @@ def _key_and_extension(name: str) -> tuple[str, str]:
     return (f"{folder}/{key}" if folder else key), extension.lower()
 
 
-def read_shards(spec: str | Path) -> Iterator:
+def read_shards(spec: str | Path) -> Iterator[SourceItem]:
     """One SourceItem per sample with an image, shard by shard, in the shards' member order."""
-    from index.reader import SourceItem  # index.reader picks this module for shard sources
-
     for url in shard_urls(spec):
         if "://" in url:
             raise ValueError(f"{url}: only local shard files can be indexed (items are read back from them)")

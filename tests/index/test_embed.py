@@ -2,7 +2,7 @@ import numpy as np
 
 from index.decode import DecodeLimits
 from index.embed import embed_items
-from index.reader import SourceItem
+from index.source_item import SourceItem
 from training.encoder import load_encoder
 
 
