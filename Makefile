@@ -2,7 +2,8 @@
 #
 #   make demo   set up .venv, train a small CLIP on the sample (if no encoder is given),
 #               index the sample images, serve the API and web page on http://127.0.0.1:8000
-#   make test   set up .venv (with the dev extras) and run the whole test suite
+#   make test   set up .venv (with the dev extras), lint (make lint) and run the whole test suite
+#   make lint   ruff, and lint-imports for the layering and import cycles (pyproject.toml's [tool.importlinter])
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -30,7 +31,7 @@ endif
 # where there is one, and it is the one the tests were run against.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-dev demo train index serve test clean device-wheels
+.PHONY: install install-dev demo train index serve lint test clean device-wheels
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +72,11 @@ demo: index
 	@echo "serving on http://$(HOST):$(PORT)  (web page at /, API docs at /docs; Ctrl-C stops)"
 	$(MAKE) --no-print-directory serve
 
-test: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 # The wheels that bench/device_check.sh needs on the GPU machine (Python 3.12, no package index), into .whl/
