@@ -119,7 +119,8 @@ def main() -> None:
         _, found = index.search(q, 10)
         search_s = time.perf_counter() - started
         ours = {"factory": choice.factory, "reason": choice.reason, "estimated_bytes": choice.estimated_bytes,
-                "choice_params": choice.params, "tuning": tuning, "search_params": tuning["params"], "build_and_tune_seconds": round(build_s, 1),
+                "choice_params": choice.params, "tuning": tuning, "search_params": tuning["params"],
+                "build_and_tune_seconds": round(build_s, 1),
                 "recall_at_10": recall_at_k(found, truth), "queries_per_second": len(q) / search_s}
 
         theirs = None

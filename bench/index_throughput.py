@@ -47,10 +47,10 @@ def main() -> None:
 
     import torch
 
+    from core.malloc import retain_freed_memory
     from index.build import BuildConfig, build
     from index.decode import open_image
     from training.encoder import load_encoder
-    from core.malloc import retain_freed_memory
 
     retain_freed_memory()  # as `python -m index build` does
 

@@ -110,13 +110,38 @@ def multipart(image: bytes, k: int) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        started = time.perf_counter()
-        fn(i)
-        out.append(time.perf_counter() - started)
-    return out
+def once(fn, *args) -> float:
+    """Seconds that one call ``fn(*args)`` takes."""
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def requests_per_second(base: str, a: argparse.Namespace, image_bytes: list[bytes]) -> float:
+    """``a.clients`` threads, each posting ``a.requests_per_client`` image searches one after another."""
+    import httpx
+
+    errors: list[str] = []
+
+    def client(c):
+        with httpx.Client(base_url=base, timeout=120) as http:
+            for j in range(a.requests_per_client):
+                i = (c * a.requests_per_client + j) % len(image_bytes)
+                r = http.post("/v1/search/image", files={"file": ("q.png", image_bytes[i], "image/png")},
+                              data={"k": str(a.k)})
+                if r.status_code != 200:
+                    errors.append(str(r.status_code))
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(a.clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"{len(errors)} failed requests: {errors[:5]}")
+    return a.clients * a.requests_per_client / seconds
 
 
 def main() -> None:
@@ -192,36 +217,16 @@ def main() -> None:
                     ("image", local_image, http_image,
                      lambda i: lean.post("/v1/search/image", *uploads[i]), len(uploads))):
                 for i in range(n):
-                    local[kind] += timed(lambda _: in_process(i), 1)
-                    remote[kind] += timed(lambda _: via_httpx(i), 1)
-                    remote_lean[kind] += timed(lambda _: via_lean(i), 1)
+                    local[kind].append(once(in_process, i))
+                    remote[kind].append(once(via_httpx, i))
+                    remote_lean[kind].append(once(via_lean, i))
             lean.close()
         catalog.dispose()
 
         throughput = {}
         for label, max_batch in (("batched", "32"), ("unbatched", "1")):
             with server(spec, tmp / "index", url, max_batch=max_batch, device=a.device) as base:
-                errors: list[str] = []
-
-                def client(c):
-                    with httpx.Client(base_url=base, timeout=120) as http:
-                        for j in range(a.requests_per_client):
-                            i = (c * a.requests_per_client + j) % len(image_bytes)
-                            r = http.post("/v1/search/image", files={"file": ("q.png", image_bytes[i], "image/png")},
-                                          data={"k": str(a.k)})
-                            if r.status_code != 200:
-                                errors.append(str(r.status_code))
-
-                threads = [threading.Thread(target=client, args=(c,)) for c in range(a.clients)]
-                started = time.perf_counter()
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                seconds = time.perf_counter() - started
-                if errors:
-                    raise SystemExit(f"{len(errors)} failed requests: {errors[:5]}")
-                throughput[label] = a.clients * a.requests_per_client / seconds
+                throughput[label] = requests_per_second(base, a, image_bytes)
 
     ms = lambda xs, q: round(percentile(xs, q) * 1000, 2)  # noqa: E731
     latency = {kind: {"http_p50_ms": ms(remote[kind], 0.5), "http_p99_ms": ms(remote[kind], 0.99),
@@ -233,10 +238,12 @@ def main() -> None:
                for kind in ("text", "image")}
     result = {
         "command": "service.py " + " ".join(sys.argv[1:]),
-        "model": a.model, "device": a.device, "images": len(rows), "data": str(root), "encoder": a.encoder or f"random {a.model}", "k": a.k,
+        "model": a.model, "device": a.device, "images": len(rows), "data": str(root),
+        "encoder": a.encoder or f"random {a.model}", "k": a.k,
         "torch_threads": THREADS,
         "latency": latency,
-        "throughput_rps": {**throughput, "clients": a.clients, "ratio": throughput["batched"] / throughput["unbatched"]},
+        "throughput_rps": {**throughput, "clients": a.clients,
+                           "ratio": throughput["batched"] / throughput["unbatched"]},
     }
     path = save(a.name, result)
     for kind, r in latency.items():

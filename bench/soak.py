@@ -51,6 +51,7 @@ def _bench_service():
 
 KINDS = ("text", "image", "similar", "classify", "get", "upload", "patch", "delete")
 WEIGHTS = (25, 12, 10, 10, 8, 15, 14, 6)  # of the good requests
+WRITES = ("upload", "patch", "delete")
 
 
 def rss_kib(pid: int) -> int:
@@ -140,6 +141,62 @@ class Log:
         with self.lock:
             return rng.choice(tuple(self.live)) if self.live else None
 
+    def record(self, kind: str, r, seconds: float) -> None:
+        """A request's status and latency; a 5xx, or a bad request that did not get a 4xx, is kept."""
+        with self.lock:
+            self.statuses[r.status_code] += 1
+            self.latency[kind].append(seconds)
+            if r.status_code >= 500:
+                self.server_errors.append(f"{kind} {r.request.method} {r.request.url.path}: {r.status_code} "
+                                          f"{r.text[:200]}")
+            if kind == "bad" and not 400 <= r.status_code < 500:
+                self.bad_not_4xx.append(f"{r.request.method} {r.request.url.path}: {r.status_code}")
+
+
+def read_request(http, kind: str, rng: random.Random, target: int | None, images: list[bytes], labels: list[str],
+                 words: list[str]):
+    """One search, classify or get request of ``kind``."""
+    if kind == "text":
+        return http.post("/v1/search/text", json={"query": rng.choice(words), "k": 10})
+    if kind == "image":
+        return http.post("/v1/search/image", files={"file": ("q.png", rng.choice(images), "image/png")},
+                         data={"k": "10"})
+    if kind == "similar":
+        return http.post("/v1/search/similar", json={"id": target or 1, "k": 10})
+    if kind == "classify":
+        return http.post("/v1/classify", files={"file": ("q.png", rng.choice(images), "image/png")},
+                         data={"labels": rng.sample(labels, 4)})
+    return http.get(f"/v1/items/{target or 1}")  # get
+
+
+def write_request(http, kind: str, rng: random.Random, target: int | None, log: Log, c: int, counter: int,
+                  images: list[bytes]):
+    """One upload, patch or delete, logged once acknowledged; None when there is no live item to change."""
+    if kind == "upload":
+        meta = {"by": c, "n": counter}
+        r = http.post("/v1/items", files={"file": ("u.png", unique_png(rng.choice(images), c * 10**7 + counter),
+                                                   "image/png")},
+                      data={"metadata": json.dumps(meta)})
+        if r.status_code == 201:
+            with log.lock:
+                log.uploaded[r.json()["id"]] = meta
+                log.live.add(r.json()["id"])
+        return r
+    if target is None:
+        return None
+    if kind == "patch":
+        r = http.patch(f"/v1/items/{target}", json={"metadata": {f"c{c}": counter}})
+        if r.status_code == 200:
+            with log.lock:
+                log.patched[(target, f"c{c}")] = counter
+        return r
+    r = http.delete(f"/v1/items/{target}")  # delete
+    if r.status_code == 204:
+        with log.lock:
+            log.deleted.add(target)
+            log.live.discard(target)
+    return r
+
 
 def client_loop(c: int, base: str, key: str, deadline: float, log: Log, images: list[bytes], labels: list[str],
                 words: list[str], bad: list[tuple[str, str, dict]], bad_share: float) -> None:
@@ -159,51 +216,68 @@ def client_loop(c: int, base: str, key: str, deadline: float, log: Log, images: 
                 kind = rng.choices(KINDS, WEIGHTS)[0]
                 target = log.pick_live(rng)
                 started = time.perf_counter()
-                if kind == "text":
-                    r = http.post("/v1/search/text", json={"query": rng.choice(words), "k": 10})
-                elif kind == "image":
-                    r = http.post("/v1/search/image", files={"file": ("q.png", rng.choice(images), "image/png")},
-                                  data={"k": "10"})
-                elif kind == "similar":
-                    r = http.post("/v1/search/similar", json={"id": target or 1, "k": 10})
-                elif kind == "classify":
-                    r = http.post("/v1/classify", files={"file": ("q.png", rng.choice(images), "image/png")},
-                                  data={"labels": rng.sample(labels, 4)})
-                elif kind == "get":
-                    r = http.get(f"/v1/items/{target or 1}")
-                elif kind == "upload":
-                    meta = {"by": c, "n": counter}
-                    r = http.post("/v1/items", files={"file": ("u.png", unique_png(rng.choice(images), c * 10**7 +
-                                                                                   counter), "image/png")},
-                                  data={"metadata": json.dumps(meta)})
-                    if r.status_code == 201:
-                        with log.lock:
-                            log.uploaded[r.json()["id"]] = meta
-                            log.live.add(r.json()["id"])
-                elif kind == "patch":
-                    if target is None:
+                if kind in WRITES:
+                    r = write_request(http, kind, rng, target, log, c, counter, images)
+                    if r is None:
                         continue
-                    r = http.patch(f"/v1/items/{target}", json={"metadata": {f"c{c}": counter}})
-                    if r.status_code == 200:
-                        with log.lock:
-                            log.patched[(target, f"c{c}")] = counter
-                else:  # delete
-                    if target is None:
-                        continue
-                    r = http.delete(f"/v1/items/{target}")
-                    if r.status_code == 204:
-                        with log.lock:
-                            log.deleted.add(target)
-                            log.live.discard(target)
-            seconds = time.perf_counter() - started
-            with log.lock:
-                log.statuses[r.status_code] += 1
-                log.latency[kind].append(seconds)
-                if r.status_code >= 500:
-                    log.server_errors.append(f"{kind} {r.request.method} {r.request.url.path}: {r.status_code} "
-                                             f"{r.text[:200]}")
-                if kind == "bad" and not 400 <= r.status_code < 500:
-                    log.bad_not_4xx.append(f"{r.request.method} {r.request.url.path}: {r.status_code}")
+                else:
+                    r = read_request(http, kind, rng, target, images, labels, words)
+            log.record(kind, r, time.perf_counter() - started)
+
+
+def check_catalog(url: str, log: Log, dropped: list[dict], dropped_ids: set[int], added: list[dict]):
+    """The log against the catalog (what every read answers from): items lost, resurrected, rows the job
+    should have dropped, patches lost; and the ids expected live, the ids gone, the catalog's rows."""
+    from index.catalog import Catalog
+
+    catalog = Catalog(url)
+    by_source = catalog.sources("default")
+    added_ids = {by_source[r["file"]] for r in added if r["file"] in by_source}
+    gone = log.deleted | dropped_ids  # deleted through the API, or by the job (their rows dropped)
+    expected_live = ((log.live - dropped_ids) | added_ids) - log.deleted
+    live = catalog.get_many(expected_live | gone | {i for i, _ in log.patched})
+    lost = sorted(expected_live - set(live)) + [r["file"] for r in added if r["file"] not in by_source]
+    resurrected = sorted(gone & set(live))
+    not_dropped = [r["file"] for r in dropped if catalog.find("default", r["file"]) is not None]
+    lost_patches = [(i, k, v, live[i].meta.get(k)) for (i, k), v in sorted(log.patched.items())
+                    if i not in gone and (i not in live or live[i].meta.get(k) != v)]
+    catalog.dispose()
+    return lost, resurrected, not_dropped, lost_patches, expected_live, gone, live
+
+
+def check_api(base: str, key: str, expected_live: set[int], gone: set[int], live: dict, words: list[str]):
+    """A sample of the catalog's answers through the API: where it disagrees, and deleted items that search finds."""
+    import httpx
+
+    sample = random.Random(1)
+    disagree = []  # where the API answers otherwise than the catalog
+    with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
+        for i in sample.sample(sorted(expected_live), min(100, len(expected_live))):
+            r = http.get(f"/v1/items/{i}")
+            if r.status_code != 200 or (i in live and r.json()["metadata"] != live[i].meta):
+                disagree.append((i, r.status_code))
+        for i in sample.sample(sorted(gone), min(100, len(gone))):
+            if http.get(f"/v1/items/{i}").status_code != 404:
+                disagree.append((i, "deleted but served"))
+        found_deleted = set()
+        for w in words[:30]:
+            hits = http.post("/v1/search/text", json={"query": w, "k": 100}).json()["results"]
+            found_deleted |= {h["id"] for h in hits} & gone
+    return disagree, found_deleted
+
+
+def latency_table(latency: dict[str, list[float]], idle: dict[str, list[float]], percentile) -> dict[str, dict]:
+    """Per kind of request: count, p50 and p99 under load, p50 on the idle server, and their ratio."""
+    def ms(xs, q):
+        return round(percentile(xs, q) * 1000, 1) if xs else None
+
+    table = {}
+    for kind in (*KINDS, "bad"):
+        xs, ref = latency.get(kind, []), idle.get(kind, [])
+        ratio = round(percentile(xs, 0.5) / percentile(ref, 0.5), 2) if xs and ref else None
+        table[kind] = {"n": len(xs), "p50_ms": ms(xs, 0.5), "p99_ms": ms(xs, 0.99), "idle_p50_ms": ms(ref, 0.5),
+                       "p50_ratio_to_idle": ratio}
+    return table
 
 
 def main() -> None:
@@ -216,8 +290,6 @@ def main() -> None:
     p.add_argument("--database-url", default=None, help="catalog (default: SQLite in a temporary folder)")
     p.add_argument("--name", default="soak_cpu")
     a = p.parse_args()
-
-    import httpx
 
     from index.build import BuildConfig, build
     from index.catalog import Catalog
@@ -302,43 +374,14 @@ def main() -> None:
             # through the API, once the publisher has caught up
             print(f"clients done at {time.monotonic() - started:.0f} s; checking", file=sys.stderr)
             time.sleep(3 * float(settings["publish_delay"]) + 2 * float(settings["reload_interval"]))
-            catalog = Catalog(url)
-            by_source = catalog.sources("default")
-            added_ids = {by_source[r["file"]] for r in added if r["file"] in by_source}
-            gone = log.deleted | dropped_ids  # deleted through the API, or by the job (their rows dropped)
-            expected_live = ((log.live - dropped_ids) | added_ids) - log.deleted
-            live = catalog.get_many(expected_live | gone | {i for i, _ in log.patched})
-            lost = sorted(expected_live - set(live)) + [r["file"] for r in added if r["file"] not in by_source]
-            resurrected = sorted(gone & set(live))
-            not_dropped = [r["file"] for r in dropped if catalog.find("default", r["file"]) is not None]
-            lost_patches = [(i, k, v, live[i].meta.get(k)) for (i, k), v in sorted(log.patched.items())
-                            if i not in gone and (i not in live or live[i].meta.get(k) != v)]
-            catalog.dispose()
-            sample = random.Random(1)
-            disagree = []  # where the API answers otherwise than the catalog
-            with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
-                for i in sample.sample(sorted(expected_live), min(100, len(expected_live))):
-                    r = http.get(f"/v1/items/{i}")
-                    if r.status_code != 200 or (i in live and r.json()["metadata"] != live[i].meta):
-                        disagree.append((i, r.status_code))
-                for i in sample.sample(sorted(gone), min(100, len(gone))):
-                    if http.get(f"/v1/items/{i}").status_code != 404:
-                        disagree.append((i, "deleted but served"))
-                found_deleted = set()
-                for w in words[:30]:
-                    hits = http.post("/v1/search/text", json={"query": w, "k": 100}).json()["results"]
-                    found_deleted |= {h["id"] for h in hits} & gone
+            lost, resurrected, not_dropped, lost_patches, expected_live, gone, live = check_catalog(
+                url, log, dropped, dropped_ids, added)
+            disagree, found_deleted = check_api(base, key, expected_live, gone, live, words)
             end_rss = rss_kib(pid) if pid else 0
         verify = subprocess.run([sys.executable, "-m", "index", "verify", str(tmp / "index"), "--database-url", url],
                                 cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
 
-    ms = lambda xs, q: round(percentile(xs, q) * 1000, 1) if xs else None  # noqa: E731
-    latency = {}
-    for kind in (*KINDS, "bad"):
-        xs, ref = log.latency.get(kind, []), idle.get(kind, [])
-        latency[kind] = {"n": len(xs), "p50_ms": ms(xs, 0.5), "p99_ms": ms(xs, 0.99),
-                         "idle_p50_ms": ms(ref, 0.5),
-                         "p50_ratio_to_idle": round(percentile(xs, 0.5) / percentile(ref, 0.5), 2) if xs and ref else None}
+    latency = latency_table(log.latency, idle, percentile)
     total = sum(log.statuses.values())
     result = {
         "command": "python bench/soak.py " + " ".join(sys.argv[1:]),

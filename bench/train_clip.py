@@ -29,8 +29,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from common import REPO, emoji_rows, median_after, save, write_jsonl
 
@@ -141,7 +141,8 @@ def main() -> None:
             w.writeheader()
             w.writerows(rows)
         for r in range(a.repeats):
-            (cmd_o, steps_o), (cmd_t, steps_t) = ours(manifest, tmp / f"ours{r}", a), theirs(csv_path, tmp / f"theirs{r}", a)
+            (cmd_o, steps_o) = ours(manifest, tmp / f"ours{r}", a)
+            (cmd_t, steps_t) = theirs(csv_path, tmp / f"theirs{r}", a)
             if a.mode == "concurrent":
                 mine, other = halves[r % 2], halves[1 - r % 2]
                 proc_o, proc_t = run_side_by_side([cmd_o, cmd_t], [mine, other])
@@ -186,7 +187,8 @@ def main() -> None:
         "seconds_per_step": {"lookalike": s_ours, "open_clip_train": s_theirs}, "ratio": ratio,
         "ratio_per_round": per_round, "ratio_interval_2se": interval,
         "cores_per_round": [{"lookalike": mine, "open_clip_train": other} for _, _, mine, other in rounds],
-        "raw_step_seconds": {"lookalike": [o for o, _, _, _ in rounds], "open_clip_train": [t for _, t, _, _ in rounds]},
+        "raw_step_seconds": {"lookalike": [o for o, _, _, _ in rounds],
+                             "open_clip_train": [t for _, t, _, _ in rounds]},
     })
     print(f"wrote {path}")
 

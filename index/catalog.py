@@ -39,13 +39,30 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, create_engine, delete, event, func, insert, select, update)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
@@ -74,7 +91,7 @@ class Base(DeclarativeBase):
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Item(Base):
@@ -329,7 +346,8 @@ class Catalog:
                        Vector.content_hash == Item.content_hash)
                 .order_by(Vector.item_id))
 
-    def live_vectors(self, collection: str, fingerprint: str, chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def live_vectors(self, collection: str, fingerprint: str,
+                     chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64 (n,), vectors float32 (n, dim)) chunks of every live item's current vector, by id."""
         for ids, _, vectors in self.live_entries(collection, fingerprint, chunk):
             yield ids, vectors
@@ -474,7 +492,8 @@ class Catalog:
         self.engine.dispose()
 
 
-def upsert_in(session: Session, collection: str, items: Sequence[NewItem], owner: str | None = None) -> list[int | None]:
+def upsert_in(session: Session, collection: str, items: Sequence[NewItem],
+              owner: str | None = None) -> list[int | None]:
     """``Catalog.upsert`` inside a caller's transaction, as the batch job for ``owner`` writes.
 
     New sources go in as one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy's bulk

@@ -4,8 +4,8 @@ webdataset tar shards (``index.shards``: a ``.tar`` file or a brace pattern of t
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from core.manifest import iter_manifest, resolve
 from core.shards import is_shards

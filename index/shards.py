@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from core.shards import shard_urls
 from index.source_item import SourceItem

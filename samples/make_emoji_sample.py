@@ -31,7 +31,7 @@ def main(src: Path, dst: Path) -> None:
             by_sub[group[0]["subcategory"]].append(code)
     rng = random.Random(0)
     picked: set[str] = set()
-    for sub, codes in sorted(by_sub.items()):
+    for _sub, codes in sorted(by_sub.items()):
         picked.update(rng.sample(codes, min(PER_SUBCATEGORY, len(codes))))
     picked.update(code for code, group in by_code.items() if group[0]["name"] in MUST_HAVE)
     out = [row for row in rows if row["code"] in picked]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.body_limit import BodyLimitMiddleware, JsonLimitMiddleware
-from service.timeout import ConcurrencyLimitMiddleware, TimeoutMiddleware
 from service.errors import install_error_handlers
 from service.keys import RateLimiter
 from service.observability import install_observability
@@ -22,6 +21,7 @@ from service.routes import collections as collections_routes
 from service.schemas import API_PREFIX, ErrorResponse
 from service.settings import Settings
 from service.state import Resources
+from service.timeout import ConcurrencyLimitMiddleware, TimeoutMiddleware
 from service.web import mount_web
 
 log = logging.getLogger(__name__)

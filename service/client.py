@@ -17,8 +17,9 @@ existing ``httpx.Client`` (for example FastAPI's ``TestClient``).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel

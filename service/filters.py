@@ -9,15 +9,17 @@
 Every condition must hold (AND). A range compares numbers with numbers and ISO dates with
 ISO dates; a value of another type never matches. A filter holds at most ``MAX_KEYS`` keys
 and an ``in``/``nin`` list at most ``MAX_MEMBERS`` values (the OpenAPI schema says so too).
-Searches apply the filter to the catalog rows of the nearest neighbours and widen the neighbourhood until ``k`` rows match or the
-index is exhausted, so a filtered query returns ``k`` results whenever ``k`` items match.
+Searches apply the filter to the catalog rows of the nearest neighbours and widen the neighbourhood
+until ``k`` rows match or the index is exhausted, so a filtered query returns ``k`` results whenever
+``k`` items match.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from service.errors import validation_error
 
@@ -121,5 +123,5 @@ def _orderable(value: Any) -> float | dt.datetime | None:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     return None

@@ -26,8 +26,9 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Annotated, Callable, Hashable
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -86,7 +87,7 @@ def revoke_keys(catalog: Catalog, key_id: int | None = None, name: str | None = 
         q = q.where(ApiKey.id == key_id) if key_id is not None else q.where(ApiKey.name == name)
         rows = list(session.scalars(q))
         for row in rows:
-            row.revoked_at = dt.datetime.now(dt.timezone.utc)
+            row.revoked_at = dt.datetime.now(dt.UTC)
         return rows
 
 

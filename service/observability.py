@@ -20,7 +20,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -97,7 +97,7 @@ def route_template(scope: Scope, mounts: Iterable[str] = ()) -> str:
                 return prefix.rstrip("/") + "/{path}"
         return "unmatched"
     names = {str(value): name for name, value in (scope.get("path_params") or {}).items()}
-    return "/".join("{%s}" % names[part] if part in names else part for part in path.split("/"))
+    return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))
 
 
 def install_observability(app: FastAPI) -> Metrics:

@@ -52,7 +52,8 @@ LABEL = r"[^\s,]"  # ... that is not a comma either: a single labels field is sp
 TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*\{\}(?:[^{}]|\{\{|\}\})*$"  # one {} slot; other braces doubled
 
 # 2x2 red pixels: the example image of the batch routes
-TINY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJRU5ErkJggg=="
+TINY_PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGM8ISfHwMDAxMDAwMDAAAANBAEIfXHKZgAAAABJ"
+            "RU5ErkJggg==")
 
 # base64 image files in JSON bodies (a data: URL prefix is accepted too)
 BASE64_IMAGE = {"format": "byte", "contentEncoding": "base64", "contentMediaType": "image/*",
@@ -95,7 +96,7 @@ def item_image_path(item_id: int) -> str:
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)  # SQLite hands back naive UTC
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)  # SQLite hands back naive UTC
 
 
 class SearchPage(BaseModel):
@@ -318,7 +319,8 @@ class CollectionInfo(BaseModel):
     @classmethod
     def of(cls, name: str, res: Any, default: bool) -> CollectionInfo:
         version = res.version
-        return cls(name=name, default=default, encoder_kind=res.encoder.kind, encoder_fingerprint=res.encoder.fingerprint,
+        return cls(name=name, default=default, encoder_kind=res.encoder.kind,
+                   encoder_fingerprint=res.encoder.fingerprint,
                    dim=res.encoder.dim, can_encode_text=res.encoder.can_encode_text, index_version=version.name,
                    count=version.count)
 

@@ -71,7 +71,8 @@ def load_rows(cfg: EvalConfig) -> tuple[list[dict[str, Any]], list[Image.Image]]
     return rows, images
 
 
-def evaluate_encoder(encoder: Encoder, rows: list[dict[str, Any]], images: list[Image.Image], cfg: EvalConfig) -> dict[str, float]:
+def evaluate_encoder(encoder: Encoder, rows: list[dict[str, Any]], images: list[Image.Image],
+                     cfg: EvalConfig) -> dict[str, float]:
     """Every configured metric for one encoder, as a flat {name: value} dict."""
     out: dict[str, float] = {}
     image_vecs = encoder.encode_images(images)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def recall_at_k(queries: np.ndarray, gallery: np.ndarray, relevant: Sequence[set[int]], ks=(1, 5, 10)) -> dict[int, float]:
+def recall_at_k(queries: np.ndarray, gallery: np.ndarray, relevant: Sequence[set[int]],
+                ks=(1, 5, 10)) -> dict[int, float]:
     """Fraction of queries with at least one relevant gallery item in their top k.
 
     queries (Q, d), gallery (G, d); relevant[q] is the set of gallery rows that count as hits.
@@ -59,7 +60,8 @@ def grouped_image_recall(image_vecs: np.ndarray, groups: Sequence, ks=(1, 5, 10)
     return out
 
 
-def zero_shot_accuracy(image_vecs: np.ndarray, class_vecs: np.ndarray, labels: Sequence[int], ks=(1, 5)) -> dict[int, float]:
+def zero_shot_accuracy(image_vecs: np.ndarray, class_vecs: np.ndarray, labels: Sequence[int],
+                       ks=(1, 5)) -> dict[int, float]:
     """Top-k accuracy of assigning each image to the most similar class embedding."""
     sims = image_vecs @ class_vecs.T  # (N, C)
     top = np.argsort(-sims, axis=1, kind="stable")[:, : max(ks)]

@@ -7,7 +7,7 @@ logistic regression, and accuracy is measured on the held-out *test* part.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

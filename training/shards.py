@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from PIL import Image

@@ -90,7 +90,8 @@ def _served(request: Request, name: str) -> Resources:
     if not served:
         raise ApiError(503, "unavailable", "the service is not ready: its encoders and indexes are not loaded")
     if name not in served:
-        raise ApiError(404, "unknown_collection", f"no collection {name!r}; this server has {', '.join(sorted(served))}")
+        raise ApiError(404, "unknown_collection",
+                       f"no collection {name!r}; this server has {', '.join(sorted(served))}")
     return served[name]
 
 

@@ -11,8 +11,16 @@ from service.classify import classify_image, parse_labels, parse_templates
 from service.deps import ResourcesDep, SettingsDep
 from service.errors import validation_error
 from service.keys import AUTH_ERRORS, require
-from service.schemas import (LIST_CEILING, BatchClassifyRequest, BatchClassifyResponse, ClassifyResponse, Label,
-                             Template, limit, upload_errors)
+from service.schemas import (
+    LIST_CEILING,
+    BatchClassifyRequest,
+    BatchClassifyResponse,
+    ClassifyResponse,
+    Label,
+    Template,
+    limit,
+    upload_errors,
+)
 from service.search import require_text_tower
 from service.uploads import decode_base64, read_image
 

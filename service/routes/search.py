@@ -13,8 +13,18 @@ from service.errors import validation_error
 from service.filters import compile_filter
 from service.keys import AUTH_ERRORS, require
 from service.limits import check_page, check_text, parse_json_field
-from service.schemas import (BatchSearchRequest, BatchSearchResponse, ErrorResponse, SearchResponse, SimilarRequest,
-                             TextSearchRequest, VectorSearchRequest, filter_json_schema, limit, upload_errors)
+from service.schemas import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    ErrorResponse,
+    SearchResponse,
+    SimilarRequest,
+    TextSearchRequest,
+    VectorSearchRequest,
+    filter_json_schema,
+    limit,
+    upload_errors,
+)
 from service.uploads import decode_base64, read_image
 
 FILTER_FIELD = {"contentMediaType": "application/json", "contentSchema": filter_json_schema(),

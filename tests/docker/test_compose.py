@@ -292,7 +292,8 @@ def test_the_clis_accept_every_flag_compose_passes(services):
                 [sys.executable, "-m", module, *sub, "--help"],
                 capture_output=True, text=True, cwd=ROOT, timeout=300,
             )
-            assert proc.returncode == 0, f"{service}: `python -m {module} {' '.join(sub)} --help` failed:\n{proc.stderr}"
+            assert proc.returncode == 0, (f"{service}: `python -m {module} {' '.join(sub)} --help` failed:\n"
+                                          f"{proc.stderr}")
             known = set(re.findall(r"--[A-Za-z0-9][A-Za-z0-9-]*", proc.stdout))
             assert flags <= known, f"{service}: `python -m {module} {' '.join(sub)}` has no {sorted(flags - known)}"
 

@@ -77,8 +77,9 @@ def test_build_into_postgresql(micro_encoder, small_manifest, tmp_path, postgres
 
 
 def test_cli_build_and_info(micro_encoder, small_manifest, tmp_path):
-    run = lambda *args: subprocess.run([sys.executable, "-m", "index", *args], cwd=REPO,
-                                       capture_output=True, text=True)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "index", *args], cwd=REPO, capture_output=True, text=True)
+
     proc = run("build", "--encoder", str(micro_encoder), "--source", str(small_manifest),
                "--out", str(tmp_path / "idx"), "--workers", "0", "--no-progress")
     assert proc.returncode == 0, proc.stderr
@@ -211,7 +212,9 @@ def test_verify_finds_disagreement_and_delete_publishes_a_clean_version(micro_en
     bad = verify(cfg.out, cfg.database_url)
     assert not bad.ok and bad.not_in_catalog == ids[:2] and bad.missing_from_index == []
 
-    run = lambda *a: subprocess.run([sys.executable, "-m", "index", *a], cwd=REPO, capture_output=True, text=True)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "index", *args], cwd=REPO, capture_output=True, text=True)
+
     proc = run("verify", str(cfg.out), "--database-url", cfg.database_url)
     assert proc.returncode == 1 and "MISMATCH" in proc.stdout
     proc = run("delete", str(cfg.out), "--encoder", str(micro_encoder), "--database-url", cfg.database_url,

@@ -136,7 +136,8 @@ def test_a_job_changes_only_what_its_source_owns(catalog):
     assert catalog.owned_sources("c", "source:/d") == {"/d/a.png": mine}
     assert catalog.foreign_sources("c", "source:/d") == {"/u/ab/ab.png", "/e/b.png"}
     # the same bytes uploaded again: the same item, its metadata replaced
-    assert catalog.add_upload("c", "fp", NewItem("/u/ab/ab.png", "ab", {"album": "y"}), _vectors(1)[0]) == (upload, False)
+    again = catalog.add_upload("c", "fp", NewItem("/u/ab/ab.png", "ab", {"album": "y"}), _vectors(1)[0])
+    assert again == (upload, False)
     assert catalog.get(upload).meta == {"album": "y"}
 
 

@@ -3,8 +3,18 @@ import numpy as np
 import pytest
 
 import index.choose
-from index.choose import (ArraySource, ExactNeighbours, build_from, build_tuned, choose_index, estimate_bytes, n_lists,
-                          recall_at_k, tune, without_self)
+from index.choose import (
+    ArraySource,
+    ExactNeighbours,
+    build_from,
+    build_tuned,
+    choose_index,
+    estimate_bytes,
+    n_lists,
+    recall_at_k,
+    tune,
+    without_self,
+)
 from index.faiss_build import fill, new_index
 
 G = 2**30

@@ -19,7 +19,8 @@ def two(tmp_path_factory, micro_encoder, small_manifest):
     root = tmp_path_factory.mktemp("two")
     simclr = root / "simclr.safetensors"
     run(SSLTrainConfig(method="simclr", data=small_manifest, out=simclr, image_size=32, batch_size=32, workers=0,
-                       backbone={"name": "small-cnn", "width": 8, "depth": 2}, loop=LoopConfig(steps=2, progress=False)))
+                       backbone={"name": "small-cnn", "width": 8, "depth": 2},
+                       loop=LoopConfig(steps=2, progress=False)))
     folder = root / "imgs"
     copy_sample(sample_rows()[:10], folder)
     url = f"sqlite:///{root / 'catalog.db'}"

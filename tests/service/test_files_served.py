@@ -11,7 +11,6 @@ from PIL import Image
 
 from tests.conftest import SAMPLE, sample_rows
 
-
 pytestmark = pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)  # files, not the database
 
 

@@ -6,8 +6,7 @@ Bounded to a few examples per operation, deterministic."""
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from hypothesis import given  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 import tests.service.schemathesis_hooks  # noqa: E402,F401  (real images for the image parts)
 from index.build import BuildConfig, build  # noqa: E402
@@ -48,6 +47,20 @@ def check(response, where: str) -> None:
         assert set(response.json()["error"]) == {"code", "message", "detail"}
 
 
+def fuzz(operation, headers: dict[str, str], accepted: dict[str, int]) -> None:
+    """A dozen generated requests to one operation, each checked; ``accepted`` counts the 2xx by operation."""
+    label = f"{operation.method.upper()} {operation.path}"
+
+    @settings(max_examples=12, **BOUNDED)
+    @given(case=operation.as_strategy())
+    def one(case):
+        response = case.call(headers={**(case.headers or {}), **headers})
+        check(response, f"{case.method} {case.formatted_path}")
+        accepted[label] = accepted.get(label, 0) + (response.status_code < 300)
+
+    one()
+
+
 @pytest.mark.parametrize("auth", ["write key", "no key"])
 def test_no_request_gets_a_server_error(fuzzed, auth):
     """Every operation of the schema, a dozen generated requests each, and how many were accepted."""
@@ -56,17 +69,7 @@ def test_no_request_gets_a_server_error(fuzzed, auth):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     accepted = {}
     for result in schema.get_all_operations():
-        operation = result.ok()
-        label = f"{operation.method.upper()} {operation.path}"
-
-        @settings(max_examples=12, **BOUNDED)
-        @given(case=operation.as_strategy())
-        def one(case):
-            response = case.call(headers={**(case.headers or {}), **headers})
-            check(response, f"{case.method} {case.formatted_path}")
-            accepted[label] = accepted.get(label, 0) + (response.status_code < 300)
-
-        one()
+        fuzz(result.ok(), headers, accepted)
     searches = ("POST /v1/search/text", "POST /v1/search/image", "POST /v1/search/vector", "POST /v1/classify",
                 "POST /v1/classify/batch", "POST /v1/search/batch")
     assert {"POST /v1/items", "DELETE /v1/items/{item_id}", *searches} <= set(accepted)

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from index.build import BuildConfig, build, verify
-from index.version import open_current
 from index.catalog import Catalog
+from index.version import open_current
 from service.app import create_app
 from service.keys import create_key
 from service.settings import Settings

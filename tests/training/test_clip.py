@@ -163,7 +163,8 @@ def test_a_simclr_encoder_as_the_image_tower(small_manifest, tmp_path, locked):
 
     from training.loop import LoopConfig
     from training.train_clip import ClipTrainConfig, run
-    from training.train_ssl import SSLTrainConfig, run as run_ssl
+    from training.train_ssl import SSLTrainConfig
+    from training.train_ssl import run as run_ssl
 
     simclr = tmp_path / "simclr.safetensors"
     run_ssl(SSLTrainConfig(method="simclr", data=small_manifest, out=simclr, image_size=32, batch_size=32,
@@ -202,7 +203,8 @@ def test_the_default_recipe_learns_cross_vendor_matches_and_loads(small_manifest
     """The default (lookalike-cnn, two views, multi-positive CLIP + SupCon, batched style augmentation):
     text->image and cross-vendor image->image recall rise above the untrained encoder's, and
     the file loads as a CLIP encoder whose image tower is the CNN, giving the vectors training had."""
-    from training.eval_clip import EvalConfig, run as evaluate
+    from training.eval_clip import EvalConfig
+    from training.eval_clip import run as evaluate
     from training.loop import LoopConfig
     from training.train_clip import ClipTrainConfig, run
 
@@ -224,7 +226,8 @@ def test_the_default_recipe_learns_cross_vendor_matches_and_loads(small_manifest
     assert after["image->image R@5 (code)"] >= before["image->image R@5 (code)"] + 0.08
 
     meta = read_metadata(trained)
-    assert meta["arch"]["model_name"] == "lookalike-cnn" and meta["arch"]["model_cfg"]["image_backbone"]["name"] == "small-cnn"
+    assert meta["arch"]["model_name"] == "lookalike-cnn"
+    assert meta["arch"]["model_cfg"]["image_backbone"]["name"] == "small-cnn"
     assert not any("ssl_head" in k for k in load_file_keys(trained))  # the SSL head stays out of the file
     encoder = load_encoder(trained)
     assert type(encoder.model.visual).__name__ == "BackboneTower" and encoder.preprocess.size == 32

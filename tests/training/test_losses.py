@@ -100,7 +100,8 @@ def naive_supcon(z, groups, temperature):
     for k in range(n):
         denominator = sum(math.exp(float(z[k] @ z[j]) / temperature) for j in range(n) if j != k)
         positives = [p for p in range(n) if p != k and groups[p] == groups[k]]
-        total += -sum(math.log(math.exp(float(z[k] @ z[p]) / temperature) / denominator) for p in positives) / len(positives)
+        log_probs = [math.log(math.exp(float(z[k] @ z[p]) / temperature) / denominator) for p in positives]
+        total += -sum(log_probs) / len(positives)
     return total / n
 
 
