@@ -349,5 +349,5 @@ def test_dockerignore_keeps_host_artefacts_out_of_the_image():
         assert required in entries, f".dockerignore should exclude {required}"
     assert any("__pycache__" in e for e in entries)
     # ...but nothing the image needs is excluded.
-    for needed in ("samples", "training", "index", "service", "pyproject.toml", "Makefile"):
+    for needed in ("samples", "core", "training", "index", "service", "pyproject.toml", "Makefile"):
         assert needed not in entries
