@@ -3,10 +3,8 @@
 A training step (or an encoder batch) allocates its activations, frees them all at the end and
 allocates the same sizes again in the next step. With glibc's default thresholds the heap is
 trimmed once the freed top exceeds twice the largest chunk ever freed from ``mmap``, so each step
-returns tens of megabytes with ``brk`` and page-faults them back in (zeroed) in the next one:
-measured on the CLIP trainer on CPU, ~10k minor faults per step, and ~3 % of its step time
-(``bench/train_clip.py``; open_clip_train's process faults 4x less, its start-up allocations
-having left glibc's dynamic thresholds higher).
+returns tens of megabytes with ``brk`` and page-faults them back in (zeroed) in the next one
+(bench/README.md has what that costs the CLIP trainer).
 
 ``retain_freed_memory()`` fixes the thresholds instead of leaving them to chance: blocks up to
 32 MiB come from the heap, and the heap is trimmed only when 256 MiB lie free at its top. The

@@ -76,8 +76,8 @@ INSERT_ROWS = 2_000  # rows in one multi-row INSERT (9 values each: under SQLite
 WRITE_ATTEMPTS = 8  # a write transaction that meets a lock, a deadlock or a serialisation failure is retried
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-# Rows read at a time when streaming vectors: as Python objects a row costs ~2 KB for 128-d
-# vectors, so a chunk is ~30 MB (65,536 rows made a full build peak at 3x the raw vectors).
+# Rows read at a time when streaming vectors, small enough that a full build's peak memory stays
+# near the raw vectors': as Python objects a row takes ~2 KB for 128-d vectors, so a chunk is ~30 MB.
 CHUNK = 16_384
 
 
@@ -497,13 +497,12 @@ def upsert_in(session: Session, collection: str, items: Sequence[NewItem],
     """``Catalog.upsert`` inside a caller's transaction, as the batch job for ``owner`` writes.
 
     New sources go in as one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy's bulk
-    insert; building and flushing an ORM object per row cost ~0.23 ms an item, a tenth of
-    lookalike-tiny's forward pass on a 2-core CPU and more than a GPU's; the ids come back in no
-    particular order, so they are matched by source); a source that another writer inserted meanwhile
-    is then treated as existing. Existing rows are locked and updated through the ORM, and only when
-    ``owner`` may: its own rows and unowned ones (which it adopts), never another owner's, and not one
-    a person deleted unless its bytes changed (see the module's docstring). Those get None. A source
-    given twice gets its last occurrence."""
+    insert: an ORM object built and flushed per row costs more per item than a GPU's forward pass;
+    the ids come back in no particular order, so they are matched by source); a source that another
+    writer inserted meanwhile is then treated as existing. Existing rows are locked and updated
+    through the ORM, and only when ``owner`` may: its own rows and unowned ones (which it adopts),
+    never another owner's, and not one a person deleted unless its bytes changed (see the module's
+    docstring). Those get None. A source given twice gets its last occurrence."""
     if len(items) > SOURCES_PER_READ:  # bounded IN lists (PostgreSQL takes at most 65,535 parameters)
         return [i for start in range(0, len(items), SOURCES_PER_READ)
                 for i in upsert_in(session, collection, items[start:start + SOURCES_PER_READ], owner)]

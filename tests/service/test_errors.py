@@ -67,8 +67,8 @@ def test_every_error_code_is_snake_case(client, sample_png):
 
 
 def test_a_server_error_is_answered_at_once_not_at_the_request_timeout(serve, monkeypatch):
-    """The 500 used to wait for ``request_timeout`` (the timeout middleware waited for a response that a
-    failed request never starts)."""
+    """A failed request never starts a response: the timeout middleware must not wait for one until
+    ``request_timeout`` before the 500 goes out."""
     import time
 
     with serve(raise_server_exceptions=False, request_timeout=20) as c:
