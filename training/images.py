@@ -3,6 +3,11 @@
 Transparent artwork (emoji, logos, icons) is composited onto a white background:
 a plain ``convert("RGB")`` keeps whatever colour the transparent pixels happen
 to store, often black, and the encoder would then learn or see that.
+
+Part of the encoder contract, not shared plumbing: every encoder's preprocessing starts
+with it (``training.encoder``), so that a query image is flattened as the training images
+were; the service calls it on uploads only to refuse, before the encoder's batch, an image
+that cannot become RGB.
 """
 
 from __future__ import annotations
