@@ -135,7 +135,7 @@ def main() -> None:
     import httpx
     import torch
 
-    from index.build import BuildConfig, build
+    from index.job import BuildConfig, build
     from index.catalog import Catalog
     from index.decode import open_image
     from index.version import open_current

@@ -219,7 +219,7 @@ def main() -> None:
 
     import httpx
 
-    from index.build import BuildConfig, build
+    from index.job import BuildConfig, build
     from index.catalog import Catalog
     from service.keys import create_key
     from training.encoder import read_metadata

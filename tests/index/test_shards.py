@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from index.build import BuildConfig, build, verify
+from index.job import BuildConfig, build
+from index.verify import verify
 from index.fetch import FetchError, read_bytes
 from index.reader import read_source
 from index.shards import read_member

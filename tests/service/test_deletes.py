@@ -2,7 +2,7 @@
 
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
+from index.job import BuildConfig, build
 from index.catalog import Catalog
 from service.app import create_app
 from service.settings import Settings

@@ -5,7 +5,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
+from index.job import BuildConfig, build
 from index.catalog import Catalog
 from service.app import create_app
 from service.errors import ApiError

@@ -6,7 +6,7 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
+from index.job import BuildConfig, build
 from index.catalog import Catalog
 from service.app import create_app
 from service.keys import RateLimiter, create_key, hash_key, list_keys, revoke_keys

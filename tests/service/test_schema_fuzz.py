@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import given  # noqa: E402
 
 import tests.service.schemathesis_hooks  # noqa: E402,F401  (real images for the image parts)
-from index.build import BuildConfig, build  # noqa: E402
+from index.job import BuildConfig, build  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.keys import create_key  # noqa: E402

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build, verify
+from index.job import BuildConfig, build
+from index.verify import verify
 from index.version import open_current
 from index.catalog import Catalog
 from service.app import create_app
