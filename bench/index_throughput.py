@@ -47,8 +47,8 @@ def main() -> None:
 
     import torch
 
-    from index.job import BuildConfig, build
     from index.decode import open_image
+    from index.job import BuildConfig, build
     from training.encoder import load_encoder
     from training.malloc import retain_freed_memory
 

@@ -219,8 +219,8 @@ def main() -> None:
 
     import httpx
 
-    from index.job import BuildConfig, build
     from index.catalog import Catalog
+    from index.job import BuildConfig, build
     from service.keys import create_key
     from training.encoder import read_metadata
 

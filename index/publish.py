@@ -123,7 +123,8 @@ class Publisher:
             log.info("building a new index for collection %r: %s", collection, reason)
             path = self._build(collection, policy, {**renewed, "built_because": reason})
             return Publication(path, "built", reason, rule.name)
-        assert current is not None  # the rules rebuild when there is none
+        if current is None:
+            raise IndexVersionError(f"no version under {self.out} to update: the rules must include no_current_version")
         change = situation.change
         if change.empty:
             return Publication(current.path, "unchanged", f"{current.name} matches the catalog")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from index.catalog import Catalog
 from index.job import BuildConfig, build
 from index.verify import verify
 from index.version import open_current
-from index.catalog import Catalog
 from service.app import create_app
 from service.keys import create_key
 from service.settings import Settings

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
-from index.verify import verify
 from index.catalog import Catalog, Item
+from index.verify import verify
 from index.version import POINTER, current_name, open_current, read_manifest
 from service.state import Resources
 from tests.conftest import SAMPLE, sample_rows, wait_for
