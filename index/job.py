@@ -168,8 +168,9 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
             gone = [i for source, i in catalog.owned_sources(cfg.collection, owner).items() if source not in present]
             report.deleted = len(catalog.delete(cfg.collection, gone, by="source"))
         embed_seconds = time.perf_counter() - started
-        published = Publisher(catalog, cfg.out, encoder).publish(
-            cfg.collection, cfg.policy, JobRecord(source=str(cfg.source), failures=len(report.failures)), cfg.rebuild)
+        job = JobRecord(source=str(cfg.source), failures=len(report.failures))
+        published = Publisher(catalog, cfg.out, encoder).publish(cfg.collection, cfg.policy, job=job,
+                                                                 rebuild=cfg.rebuild)
         report.version, report.published, report.publish_detail = published.path, published.action, published.detail
         report.indexed = read_manifest(report.version).count  # no need to load the index again
         report.seconds = embed_seconds

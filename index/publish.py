@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Publisher:
     def __init__(self, catalog: Catalog, out: Path, encoder: Encoder, rules: Sequence[Rule] = RULES) -> None:
         self.catalog, self.out, self.encoder, self.rules = catalog, Path(out), encoder, tuple(rules)
 
-    def publish(self, collection: str, policy: IndexPolicy, job: JobRecord = JobRecord(),
+    def publish(self, collection: str, policy: IndexPolicy, *, job: JobRecord = JobRecord(),
                 rebuild: bool = False) -> Publication:
         """Publish the live vectors of ``collection`` as the current version: by updating the current
         version with what changed in the catalog when no rebuild rule objects (``rebuild`` is one), else
@@ -75,7 +76,7 @@ class Publisher:
         with publishing(self.out):
             return self._publish(collection, policy, job, rebuild)
 
-    def republish(self, rebuild: bool = False, keep: int | None = None) -> Publication:
+    def republish(self, *, rebuild: bool = False, keep: int | None = None) -> Publication:
         """Publish the catalog's live vectors again, with the current version's collection and policy
         (after deletes or uploads: an update of it; with ``rebuild``, or when a rule says so, a full build).
         ``keep``: versions kept, instead of the policy's.
@@ -95,7 +96,7 @@ class Publisher:
             policy = like.policy if keep is None else like.policy.model_copy(update={"keep": keep})
             return self._publish(like.collection, policy, JobRecord(source=like.source), rebuild)
 
-    def rebuild(self, keep: int | None = None) -> Publication:
+    def rebuild(self, *, keep: int | None = None) -> Publication:
         """Compaction: the current version built again from the catalog, re-chosen and re-tuned for the
         present count, tombstones dropped."""
         return self.republish(rebuild=True, keep=keep)
@@ -137,7 +138,7 @@ class Publisher:
         log.info("updated index version %s -> %s (%s)", current.name, path.name, detail)
         return Publication(path, "updated", detail)
 
-    def _build(self, collection: str, policy: IndexPolicy, renewed: dict) -> Path:
+    def _build(self, collection: str, policy: IndexPolicy, renewed: dict[str, Any]) -> Path:
         """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
         encoder = self.encoder
         source = CatalogSource(self.catalog, collection, encoder)

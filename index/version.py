@@ -7,7 +7,8 @@ Layout of an index root::
       versions/
         20261128T120000Z-3f2a/
           index.faiss         the FAISS index (ids = catalog primary keys)
-          manifest.json       encoder fingerprint, dim, metric, factory, params, count, created_at
+          manifest.json       encoder fingerprint, dim, metric, factory, params, count, created_at,
+                              the policy it was published under (``index.manifest.Manifest``)
           members.npz         which item and which content each stored vector is: ``ids`` (int64)
                               and ``keys`` (uint64, the first 64 bits of the content hash), in
                               storage order for IDMap indexes; what an update diffs the catalog with

@@ -37,7 +37,7 @@ def test_publish_records_the_policy_and_the_job_and_republish_follows_it(catalog
     _put(catalog, encoder, [f"img{i}" for i in range(60)])
     policy = IndexPolicy(factory="HNSW16", target_recall=0.9, keep=2)
     publisher = Publisher(catalog, out, encoder)
-    first = publisher.publish("default", policy, JobRecord(source="/photos", failures=3))
+    first = publisher.publish("default", policy, job=JobRecord(source="/photos", failures=3))
     assert first.action == "built" and first.rule == "no_current_version"
     m = read_manifest(first.path)
     assert m.policy == policy and m.source == "/photos" and m.failures == 3 and m.generation == 1
