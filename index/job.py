@@ -48,6 +48,7 @@ from training.encoder import Encoder, load_encoder
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class BuildConfig:
     encoder: str
