@@ -2,7 +2,7 @@
 
 Both sides use the same encoder and batch size in one run:
 
-- job: ``index.build.build`` from a fresh catalog — read files, hash, decode and preprocess in
+- job: ``index.job.build`` from a fresh catalog — read files, hash, decode and preprocess in
   DataLoader workers, encode, commit rows and vectors, build and publish the FAISS version;
 - forward: the same images decoded and preprocessed beforehand (not timed), then only
   ``Encoder.encode_tensors`` over batches of the same size.
@@ -48,8 +48,8 @@ def main() -> None:
     import torch
 
     from core.malloc import retain_freed_memory
-    from index.build import BuildConfig, build
     from index.decode import open_image
+    from index.job import BuildConfig, build
     from training.encoder import load_encoder
 
     retain_freed_memory()  # as `python -m index build` does

@@ -6,7 +6,7 @@ at ``--budget`` is built and published. Then a day's changes land in the catalog
 of the items deleted, as many changed (same item, new content and vector) and as many added. Both
 ways of publishing them are timed on the same catalog state, one after the other:
 
-- update: ``publish_collection`` as the job and the service call it (diff the member list with the
+- update: ``Publisher.publish`` as the job and the service call it (diff the member list with the
   catalog, apply adds / removals / tombstones to a copy of the index, publish);
 - rebuild: the same with ``rebuild=True`` (read every vector, choose, build, tune, publish).
 
@@ -28,7 +28,6 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-
 from common import REPO, random_encoder, save
 from index_choice import vector_arguments, vectors
 
@@ -44,9 +43,11 @@ def main() -> None:
     import faiss
 
     from index.__main__ import parse_bytes
-    from index.build import publish_collection, verify
     from index.catalog import Catalog, NewItem
     from index.choose import recall_at_k
+    from index.manifest import IndexPolicy
+    from index.publish import Publisher
+    from index.verify import verify
     from index.version import open_current
     from training.encoder import load_encoder
 
@@ -74,10 +75,10 @@ def main() -> None:
         catalog_s = time.perf_counter() - started
         out = tmp / "index"
         started = time.perf_counter()
-        publish_collection(catalog, out, "default", encoder, "auto", budget)
+        Publisher(catalog, out, encoder).publish("default", IndexPolicy(memory_budget=budget))
         first_s = time.perf_counter() - started
         print(f"{a.n} vectors: catalog written in {catalog_s:.0f} s, first build {first_s:.0f} s "
-              f"({open_current(out).manifest['factory']})")
+              f"({open_current(out).manifest.factory})")
 
         rng = np.random.default_rng(1)
         picked = rng.choice(a.n, 2 * changes, replace=False)
@@ -99,7 +100,8 @@ def main() -> None:
         results = {}
         for how in ("update", "rebuild"):
             started = time.perf_counter()
-            published = publish_collection(catalog, out, "default", encoder, "auto", budget, rebuild=how == "rebuild")
+            published = Publisher(catalog, out, encoder).publish("default", IndexPolicy(memory_budget=budget),
+                                                             rebuild=how == "rebuild")
             seconds = time.perf_counter() - started
             v = open_current(out)
             started = time.perf_counter()
@@ -107,8 +109,8 @@ def main() -> None:
             search_s = time.perf_counter() - started
             check = verify(out, catalog.url)
             results[how] = {"action": published.action, "detail": published.detail, "seconds": round(seconds, 2),
-                            "factory": v.manifest["factory"], "search_params": v.manifest["search_params"],
-                            "stored": v.manifest["stored"], "tombstones": v.manifest["tombstones"],
+                            "factory": v.manifest.factory, "search_params": v.manifest.search_params,
+                            "stored": v.manifest.stored, "tombstones": v.manifest.tombstones,
                             "recall_at_10": recall_at_k(found, truth), "queries_per_second": round(len(q) / search_s),
                             "verify_ok": check.ok}
             print(f"{how}: {published.action} in {seconds:.1f} s ({published.detail}); recall@10 "
@@ -117,7 +119,7 @@ def main() -> None:
         # Memory of a full build outside FAISS (numpy arrays, catalog rows: what tracemalloc sees),
         # against the raw vectors' size; untimed, as tracing slows every allocation.
         tracemalloc.start()
-        publish_collection(catalog, out, "default", encoder, "auto", budget, rebuild=True)
+        Publisher(catalog, out, encoder).publish("default", IndexPolicy(memory_budget=budget), rebuild=True)
         python_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         raw = a.n * x.shape[1] * 4  # the live vectors: n - deleted + added

@@ -160,9 +160,9 @@ def main() -> None:
     import httpx
     import torch
 
-    from index.build import BuildConfig, build
     from index.catalog import Catalog
     from index.decode import open_image
+    from index.job import BuildConfig, build
     from index.version import open_current
     from training.encoder import load_encoder
 

@@ -291,8 +291,8 @@ def main() -> None:
     p.add_argument("--name", default="soak_cpu")
     a = p.parse_args()
 
-    from index.build import BuildConfig, build
     from index.catalog import Catalog
+    from index.job import BuildConfig, build
     from service.keys import create_key
     from training.encoder import read_metadata
 

@@ -1,6 +1,7 @@
 """``python -m index``: build, inspect, check and change index versions.
 
-    python -m index build --encoder ENCODER --source FOLDER|MANIFEST|'SHARDS/{000..009}.tar' --out INDEX_DIR [--database-url URL]
+    python -m index build --encoder ENCODER --source FOLDER|MANIFEST|'SHARDS/{000..009}.tar' --out INDEX_DIR
+                          [--database-url URL]
     python -m index info INDEX_DIR
     python -m index verify INDEX_DIR [--database-url URL]        exit 1 when index and catalog disagree
     python -m index delete INDEX_DIR --encoder ENCODER --id ID [--id ID ...]
@@ -47,7 +48,8 @@ def _main(argv: list[str] | None) -> int:
     b = sub.add_parser("build", help="embed images and publish a new index version",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--encoder", required=True, help="encoder file, or open_clip:MODEL/TAG_OR_PATH")
-    b.add_argument("--source", type=Path, required=True, help="image folder, JSONL/CSV manifest, or webdataset shards ('DIR/{000..099}.tar')")
+    b.add_argument("--source", type=Path, required=True,
+                   help="image folder, JSONL/CSV manifest, or webdataset shards ('DIR/{000..099}.tar')")
     b.add_argument("--out", type=Path, required=True, help="index root folder (versions/ and CURRENT)")
     b.add_argument("--database-url", default=None, help="SQLAlchemy URL of the catalog (default: SQLite beside --out)")
     b.add_argument("--collection", default="default")
@@ -89,7 +91,9 @@ def _main(argv: list[str] | None) -> int:
     c.add_argument("out", type=Path)
     c.add_argument("--encoder", required=True, help="the encoder that built the index")
     c.add_argument("--database-url", default=None, help="catalog URL (default: SQLite beside the index folder)")
-    c.add_argument("--keep-versions", type=int, default=5, help="published versions kept on disk")
+    c.add_argument("--keep-versions", type=int, default=None,
+                   help="published versions kept on disk (default: as the build that published the current one)")
+    c.add_argument("--device", default="cpu")
     u = sub.add_parser("duplicates", help="list pairs of near-identical items (cosine similarity >= threshold)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     u.add_argument("out", type=Path)
@@ -104,9 +108,9 @@ def _main(argv: list[str] | None) -> int:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
     if args.command == "build":
-        from index.build import BuildConfig, build
         from index.fetch import FetchLimits
         from core.malloc import retain_freed_memory
+        from index.job import BuildConfig, build
 
         retain_freed_memory()  # each batch frees and re-allocates the same activations
 
@@ -135,10 +139,10 @@ def _main(argv: list[str] | None) -> int:
         from index.version import open_current
 
         v = open_current(args.out)
-        print(json.dumps({**v.manifest, "path": str(v.path), "ntotal": v.count}, indent=2))
+        print(json.dumps({**v.manifest.to_json(), "path": str(v.path), "ntotal": v.count}, indent=2))
         return 0
     if args.command == "verify":
-        from index.build import verify
+        from index.verify import verify
 
         r = verify(args.out, args.database_url or default_database_url(args.out))
         print(f"version {r.version}, collection {r.collection!r}: {r.index_count} vectors in the index "
@@ -165,32 +169,34 @@ def _main(argv: list[str] | None) -> int:
         if args.json:
             args.json.write_text(json.dumps(as_json(report), indent=1) + "\n")
         return 0
-    if args.command == "delete":
-        from index.build import delete_items
-        from training.encoder import load_encoder
-
-        deleted, published = delete_items(args.out, args.database_url or default_database_url(args.out), args.id,
-                                          load_encoder(args.encoder, args.device))
-        unknown = sorted(set(args.id) - set(deleted))
-        print(f"deleted {len(deleted)} items; {published.action} {published.path} ({published.detail})"
-              + (f"; not found or already deleted: {unknown}" if unknown else ""))
-        return 0
-    if args.command == "compact":
-        from index.publish import republish
-        from index.catalog import Catalog
-        from index.version import open_current, read_manifest
-        from training.encoder import load_encoder
-
-        current = open_current(args.out, mmap=True)  # for its manifest: the rebuild reads the catalog
-        catalog = Catalog(args.database_url or default_database_url(args.out))
-        try:
-            published = republish(catalog, args.out, load_encoder(args.encoder), args.keep_versions, rebuild=True)
-        finally:
-            catalog.dispose()
-        print(f"built {published.path.name} from {current.name} ({current.manifest.get('tombstones', 0)} tombstones "
-              f"dropped): {read_manifest(published.path)['count']} vectors")
-        return 0
+    if args.command in ("delete", "compact"):
+        return _change(args)
     return 2
+
+
+def _change(args: argparse.Namespace) -> int:
+    """``delete`` and ``compact``: the publisher over the index folder, its catalog and the encoder."""
+    from index.catalog import Catalog
+    from index.publish import Publisher
+    from index.version import open_current, read_manifest
+    from training.encoder import load_encoder
+
+    current = open_current(args.out, mmap=True)  # for its manifest: publishing reads the catalog
+    catalog = Catalog(args.database_url or default_database_url(args.out))
+    try:
+        publisher = Publisher(catalog, args.out, load_encoder(args.encoder, args.device))
+        if args.command == "delete":
+            deleted, published = publisher.delete(args.id)
+            unknown = sorted(set(args.id) - set(deleted))
+            print(f"deleted {len(deleted)} items; {published.action} {published.path} ({published.detail})"
+                  + (f"; not found or already deleted: {unknown}" if unknown else ""))
+            return 0
+        published = publisher.rebuild(keep=args.keep_versions)
+    finally:
+        catalog.dispose()
+    print(f"built {published.path.name} from {current.name} ({current.manifest.tombstones} tombstones "
+          f"dropped): {read_manifest(published.path).count} vectors")
+    return 0
 
 
 if __name__ == "__main__":

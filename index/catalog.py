@@ -86,6 +86,11 @@ def default_database_url(out: Path) -> str:
     return f"sqlite:///{(Path(out).resolve().parent / 'catalog.db')}"
 
 
+def redact(url: str) -> str:
+    """A database URL fit to print or record: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 class Base(DeclarativeBase):
     pass
 

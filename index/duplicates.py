@@ -26,7 +26,7 @@ def find_duplicates(version: IndexVersion, catalog: Catalog, threshold: float = 
                     chunk: int = 4096) -> DuplicateReport:
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    collection = version.manifest.get("collection", "default")
+    collection = version.manifest.collection
     k = min(k + 1, max(1, version.count))  # +1: an item finds itself
     best: dict[tuple[int, int], float] = {}
     n = 0

@@ -1,39 +1,47 @@
 """Publishing: the catalog's live vectors of a collection made into the current index version.
 
-Usually an update of the current version with what changed in the catalog (``index.update``), else a
-full build (choose, train, tune) when there is none yet, when an update would not be as good, or when
-asked. Publishers take turns under the index folder's lock (``index.version.publishing``): the batch
-job's main rank, the service after uploads and deletes, ``python -m index delete|compact``. Every
-version's manifest counts a ``generation`` one past the version it replaced, so that readers can order
-versions without trusting clocks. The service uses this module, never ``index.build`` (the job).
+A ``Publisher`` works over a catalog, an index folder and an encoder. Usually it updates the current
+version with what changed in the catalog (``index.update``); it builds (chooses, trains, tunes) a new
+index when one of the rebuild rules (``index.rules``) says so, and records the reason as the new
+version's ``built_because``. What it is asked for (factory or automatic choice, memory budget, target
+recall, versions kept) is one ``IndexPolicy``, recorded in every version it publishes, so that a later
+``republish`` (the service after uploads and deletes, ``python -m index delete|compact``) publishes as
+the batch job last asked.
+
+Publishers take turns under the index folder's lock (``index.version.publishing``): the batch job's main
+rank, the service's publisher, ``python -m index delete|compact``. Every version's manifest counts a
+``generation`` one past the version it replaced, so that readers can order versions without trusting
+clocks. The service uses this module, never the batch job (``index.job``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-from sqlalchemy.engine import make_url
 
-from index.catalog import Catalog
+from index.catalog import Catalog, redact
 from index.choose import build_from
-from index.update import apply, diff, rebuild_reason
-from index.version import (IndexVersion, IndexVersionError, current_name, open_current, publish, publishing,
-                           read_manifest)
+from index.manifest import Choice, EncoderRef, IndexPolicy, Manifest, Tuning, UpdateRecord
+from index.rules import RULES, Rule, Situation, first_reason
+from index.update import apply
+from index.version import (
+    IndexVersion,
+    IndexVersionError,
+    current_name,
+    open_current,
+    publish,
+    publishing,
+    read_manifest,
+)
 from training.encoder import Encoder
 
 log = logging.getLogger(__name__)
-
-AUTO = "auto"
-DEFAULT_MEMORY_BUDGET = 4 * 2**30
-
-
-def redact(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @dataclass
@@ -43,51 +51,113 @@ class Publication:
     path: Path  # the version now current
     action: str  # "built", "updated" or "unchanged"
     detail: str  # why it was built, or what the update added and removed
+    rule: str | None = None  # the rebuild rule that called for a build
 
 
-def publish_collection(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str = AUTO,
-                       memory_budget: int = DEFAULT_MEMORY_BUDGET, target_recall: float = 0.95, keep: int = 5,
-                       extra: dict[str, Any] | None = None, rebuild: bool = False) -> Publication:
-    """Publish the live vectors of ``collection`` as the current version: by updating the current
-    version with what changed in the catalog when that serves (``index.update``), else (or when
-    ``rebuild``) by building, choosing and tuning a new index from all of them."""
-    with publishing(out):
-        return _publish_locked(catalog, out, collection, encoder, factory, memory_budget, target_recall, keep,
-                               extra, rebuild)
+@dataclass(frozen=True)
+class JobRecord:
+    """What the batch job records about its run in the version it publishes (an update does not inherit it)."""
+
+    source: str | None = None  # what it scanned
+    failures: int | None = None  # files it skipped
 
 
-def _publish_locked(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str,
-                    memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any] | None,
-                    rebuild: bool) -> Publication:
-    started = time.perf_counter()
-    # every version counts one past the one it replaces: readers order versions by it, never by clocks
-    extra = {**(extra or {}), "generation": generation(out) + 1}
-    # opened for this update alone (the served version is another object): ``apply`` changes it in place
-    current, reason = _updatable(out, collection, encoder, factory, memory_budget, target_recall)
-    if rebuild:
-        reason = "a rebuild was asked for"
-    if reason is None:
-        change = diff(current, *catalog.live_keys(collection, encoder.fingerprint))
-        reason = rebuild_reason(current, change, memory_budget if factory == AUTO else None)
-    if reason is None and change.empty:
-        return Publication(current.path, "unchanged", f"{current.name} matches the catalog")
-    if reason is not None:
-        log.info("building a new index for collection %r: %s", collection, reason)
-        return Publication(_build_version(catalog, out, collection, encoder, factory, memory_budget, target_recall,
-                                          keep, {**extra, "built_because": reason}), "built", reason)
-    updated = apply(current, change, catalog)
-    detail = f"+{updated.added} -{updated.removed} on {current.name}"
-    manifest = {key: value for key, value in current.manifest.items() if key not in REBUILT_ONLY}
-    manifest.update({"catalog": redact(catalog.url), **extra,
-                     "update": {"base": current.name, "added": updated.added, "removed": updated.removed,
-                                "seconds": round(time.perf_counter() - started, 3)}})
-    path = publish(out, updated.index, manifest, keep=keep, members=(updated.ids, updated.keys),
-                   tombstones=updated.tombstones)
-    log.info("updated index version %s -> %s (%s)", current.name, path.name, detail)
-    return Publication(path, "updated", detail)
+class Publisher:
+    """Publishes the index versions under ``out`` from the vectors ``encoder`` made, as ``catalog`` holds them."""
 
+    def __init__(self, catalog: Catalog, out: Path, encoder: Encoder, rules: Sequence[Rule] = RULES) -> None:
+        self.catalog, self.out, self.encoder, self.rules = catalog, Path(out), encoder, tuple(rules)
 
-REBUILT_ONLY = ("update", "built_because", "source", "failures")  # what an update does not inherit
+    def publish(self, collection: str, policy: IndexPolicy, *, job: JobRecord = JobRecord(),
+                rebuild: bool = False) -> Publication:
+        """Publish the live vectors of ``collection`` as the current version: by updating the current
+        version with what changed in the catalog when no rebuild rule objects (``rebuild`` is one), else
+        by building, choosing and tuning a new index from all of them."""
+        with publishing(self.out):
+            return self._publish(collection, policy, job, rebuild)
+
+    def republish(self, *, rebuild: bool = False, keep: int | None = None) -> Publication:
+        """Publish the catalog's live vectors again, with the current version's collection and policy
+        (after deletes or uploads: an update of it; with ``rebuild``, or when a rule says so, a full build).
+        ``keep``: versions kept, instead of the policy's.
+
+        The current version is read under the publish lock, not taken from the caller: a service that
+        still serves an older version publishes on top of the newest one, with the policy a newer batch
+        run asked for, never over it. One built by another encoder is not replaced (IndexVersionError)."""
+        with publishing(self.out):
+            name = current_name(self.out)
+            if name is None:
+                raise IndexVersionError(f"no index version published under {self.out}")
+            like = read_manifest(self.out / "versions" / name)
+            if like.encoder.fingerprint != self.encoder.fingerprint:
+                raise IndexVersionError(f"{name} was built by encoder {like.encoder.fingerprint[:16]}, not "
+                                        f"{self.encoder.fingerprint[:16]}: publishing with it would replace a newer "
+                                        "choice")
+            policy = like.policy if keep is None else like.policy.model_copy(update={"keep": keep})
+            return self._publish(like.collection, policy, JobRecord(source=like.source), rebuild)
+
+    def rebuild(self, *, keep: int | None = None) -> Publication:
+        """Compaction: the current version built again from the catalog, re-chosen and re-tuned for the
+        present count, tombstones dropped."""
+        return self.republish(rebuild=True, keep=keep)
+
+    def delete(self, ids: list[int]) -> tuple[list[int], Publication]:
+        """Delete items (hidden from the catalog at once) and publish a version without their vectors, with
+        the current version's policy (an update of it, or a rebuild when the rules say so). Returns the ids
+        deleted now (not those unknown or deleted before) and the publication."""
+        current = open_current(self.out, mmap=True)  # for its manifest: publishing opens the version it updates
+        current.check_encoder(self.encoder.fingerprint)
+        deleted = self.catalog.delete(current.manifest.collection, ids, by="user")
+        return deleted, self.republish()
+
+    def _publish(self, collection: str, policy: IndexPolicy, job: JobRecord, rebuild: bool) -> Publication:
+        started = time.perf_counter()
+        # every version counts one past the one it replaces: readers order versions by it, never by clocks
+        renewed = {"generation": generation(self.out) + 1, "policy": policy, "catalog": redact(self.catalog.url),
+                   **{key: value for key, value in vars(job).items() if value is not None}}
+        situation = Situation(collection, policy, self.encoder.fingerprint, _open_current(self.out),
+                              lambda: self.catalog.live_keys(collection, self.encoder.fingerprint), rebuild)
+        decided = first_reason(self.rules, situation)
+        current = situation.current
+        if decided is not None:
+            rule, reason = decided
+            log.info("building a new index for collection %r: %s", collection, reason)
+            path = self._build(collection, policy, {**renewed, "built_because": reason})
+            return Publication(path, "built", reason, rule.name)
+        if current is None:
+            raise IndexVersionError(f"no version under {self.out} to update: the rules must include no_current_version")
+        change = situation.change
+        if change.empty:
+            return Publication(current.path, "unchanged", f"{current.name} matches the catalog")
+        updated = apply(current, change, self.catalog)
+        detail = f"+{updated.added} -{updated.removed} on {current.name}"
+        record = UpdateRecord(base=current.name, added=updated.added, removed=updated.removed,
+                              seconds=round(time.perf_counter() - started, 3))
+        path = publish(self.out, updated.index, current.manifest.carried_over(**renewed, update=record),
+                       keep=policy.keep, members=(updated.ids, updated.keys), tombstones=updated.tombstones)
+        log.info("updated index version %s -> %s (%s)", current.name, path.name, detail)
+        return Publication(path, "updated", detail)
+
+    def _build(self, collection: str, policy: IndexPolicy, renewed: dict[str, Any]) -> Path:
+        """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
+        encoder = self.encoder
+        source = CatalogSource(self.catalog, collection, encoder)
+        nothing = f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}"
+        if source.count == 0:
+            raise ValueError(nothing)
+        index, choice, tuning = build_from(source, policy.factory, policy.memory_budget, policy.target_recall)
+        if index.ntotal == 0:  # all deleted between the count and the read
+            raise ValueError(nothing)
+        ids, keys = source.members()  # what the last pass over the catalog added, in the order added
+        manifest = Manifest(
+            encoder=EncoderRef(fingerprint=encoder.fingerprint, kind=encoder.kind, source=encoder.source),
+            dim=encoder.dim, metric="inner_product", factory=choice.factory,
+            choice=Choice(reason=choice.reason, estimated_bytes=choice.estimated_bytes,
+                          memory_budget=policy.memory_budget if policy.auto else None, **choice.params),
+            search_params=tuning["params"], tuning=Tuning(**tuning), tuned_count=int(index.ntotal),
+            collection=collection, **renewed)
+        # IDMap indexes store vectors in the order added; IVF lists have their own order (members any order)
+        return publish(self.out, index, manifest, keep=policy.keep, members=(ids, keys))
 
 
 def generation(out: Path) -> int:
@@ -96,33 +166,18 @@ def generation(out: Path) -> int:
     if name is None:
         return 0
     try:
-        return int(read_manifest(out / "versions" / name).get("generation", 0))
+        return read_manifest(out / "versions" / name).generation
     except IndexVersionError:
         return 0
 
 
-def _updatable(out: Path, collection: str, encoder: Encoder, factory: str, memory_budget: int,
-               target_recall: float) -> tuple[IndexVersion | None, str | None]:
-    """The current version and None when an update of it can publish what was asked, else why not."""
+def _open_current(out: Path) -> IndexVersion | None:
+    """The current version, opened for this publication alone (``apply`` changes it in place); None when
+    there is none that can be read."""
     try:
-        current = open_current(out)
+        return open_current(out)
     except IndexVersionError:
-        return None, "no version published yet"
-    manifest = current.manifest
-    choice = manifest.get("choice", {})
-    if current.fingerprint != encoder.fingerprint:
-        return None, f"{current.name} was built by another encoder"
-    if manifest.get("collection", "default") != collection:
-        return None, f"{current.name} holds collection {manifest.get('collection')!r}"
-    if current.members() is None:
-        return None, f"{current.name} has no member list (written by an older lookalike)"
-    if factory == AUTO and choice.get("memory_budget") != memory_budget:
-        return None, f"{current.name} was chosen for another memory budget ({choice.get('memory_budget')})"
-    if factory != AUTO and (choice.get("memory_budget") is not None or manifest["factory"] != factory):
-        return None, f"{current.name} is {manifest['factory']}, {factory} was asked for"
-    if manifest.get("tuning", {}).get("target", target_recall) != target_recall:
-        return None, f"{current.name} was tuned for recall {manifest['tuning']['target']}"
-    return current, None
+        return None
 
 
 class CatalogSource:
@@ -132,7 +187,8 @@ class CatalogSource:
     version's member list."""
 
     def __init__(self, catalog: Catalog, collection: str, encoder: Encoder) -> None:
-        self.catalog, self.collection, self.fingerprint, self.dim = catalog, collection, encoder.fingerprint, encoder.dim
+        self.catalog, self.collection = catalog, collection
+        self.fingerprint, self.dim = encoder.fingerprint, encoder.dim
         self.snapshot = catalog.live_vector_ids(collection, encoder.fingerprint)
         self.count = len(self.snapshot)
         self._ids: list[np.ndarray] = []
@@ -163,56 +219,3 @@ class CatalogSource:
     def _check(self, vectors: np.ndarray) -> None:
         if vectors.shape[1] != self.dim:
             raise ValueError(f"catalog vectors have dim {vectors.shape[1]}, the encoder {self.dim}")
-
-
-def _build_version(catalog: Catalog, out: Path, collection: str, encoder: Encoder, factory: str,
-                   memory_budget: int, target_recall: float, keep: int, extra: dict[str, Any]) -> Path:
-    """Build a FAISS index from the live vectors of ``collection`` and publish it as the current version."""
-    source = CatalogSource(catalog, collection, encoder)
-    nothing = f"collection {collection!r} has no items embedded by encoder {encoder.fingerprint[:16]}"
-    if source.count == 0:
-        raise ValueError(nothing)
-    index, choice, tuning = build_from(source, factory, memory_budget, target_recall)
-    if index.ntotal == 0:  # all deleted between the count and the read
-        raise ValueError(nothing)
-    ids, keys = source.members()  # what the last pass over the catalog added, in the order added
-    manifest = {
-        "encoder": {"fingerprint": encoder.fingerprint, "kind": encoder.kind, "source": encoder.source},
-        "dim": encoder.dim,
-        "metric": "inner_product",
-        "factory": choice.factory,
-        "choice": {"reason": choice.reason, "estimated_bytes": choice.estimated_bytes,
-                   "memory_budget": memory_budget if factory == AUTO else None, **choice.params},
-        "search_params": tuning["params"],
-        "tuning": tuning,
-        "tuned_count": int(index.ntotal),
-        "collection": collection,
-        "catalog": redact(catalog.url),
-        **extra,
-    }
-    # IDMap indexes store vectors in the order added; IVF lists have their own order (members any order)
-    return publish(out, index, manifest, keep=keep, members=(ids, keys))
-
-
-def republish(catalog: Catalog, out: Path, encoder: Encoder, keep: int = 5, rebuild: bool = False) -> Publication:
-    """Publish the catalog's live vectors again, chosen and tuned as the current version was (after
-    deletes or uploads: an update of it; with ``rebuild``, or when an update would not serve, a full
-    build -- the compaction).
-
-    The current version is read under the publish lock, not taken from the caller: a service that
-    still serves an older version publishes on top of the newest one, with the index choice a newer
-    batch run made, never over it. One built by another encoder is not replaced (IndexVersionError)."""
-    with publishing(out):
-        name = current_name(out)
-        if name is None:
-            raise IndexVersionError(f"no index version published under {out}")
-        like = read_manifest(out / "versions" / name)
-        if like["encoder"]["fingerprint"] != encoder.fingerprint:
-            raise IndexVersionError(f"{name} was built by encoder {like['encoder']['fingerprint'][:16]}, not "
-                                    f"{encoder.fingerprint[:16]}: publishing with it would replace a newer choice")
-        choice = like.get("choice", {})
-        factory = AUTO if choice.get("memory_budget") else like["factory"]
-        target = like.get("tuning", {}).get("target", 0.95)
-        extra = {k: like[k] for k in ("source",) if k in like}
-        return _publish_locked(catalog, out, like.get("collection", "default"), encoder, factory,
-                               choice.get("memory_budget") or DEFAULT_MEMORY_BUDGET, target, keep, extra, rebuild)

@@ -10,17 +10,8 @@ with the member list, and applies the difference to a fresh copy of the current 
   version leaves out.
 
 The result keeps the version's index choice and tuned search parameters. When an update would not
-be as good as a fresh build, ``rebuild_reason`` says so and the caller builds from scratch instead
-(choose, train, tune), which is also how tombstones are compacted away:
-
-- the version has no member list (written before lookalike kept one), or another encoder or
-  collection built it, or the caller asks for another factory, budget or target recall;
-- the tombstones would pass ``COMPACT_DEAD`` of the stored vectors;
-- the live count has moved more than ``RETUNE_FACTOR`` from the count the index was chosen and tuned
-  for (IVF lists trained for another size; efSearch/nprobe tuned for another size);
-- for an automatic choice, the rule now picks another kind of index for the new count (10 % past
-  the boundary, so that a count hovering around it does not rebuild at every crossing);
-- the index is of a kind that cannot be updated in place (a PCA/OPQ transform, an IVF under an id map).
+be as good as a fresh build (the rules in ``index.rules``), the publisher builds from scratch instead
+(choose, train, tune), which is also how tombstones are compacted away.
 """
 
 from __future__ import annotations
@@ -31,12 +22,7 @@ import faiss
 import numpy as np
 
 from index.catalog import Catalog
-from index.choose import choose_index
 from index.version import IndexVersion
-
-COMPACT_DEAD = 0.2  # tombstones / stored vectors above which an update rebuilds instead
-RETUNE_FACTOR = 2.0  # live count / tuned-for count (either way) above which an update rebuilds instead
-CHOICE_MARGIN = 0.1  # how far past a boundary of the automatic choice the count must be to rebuild for it
 
 
 def kind(factory: str) -> str:
@@ -90,41 +76,6 @@ def diff(version: IndexVersion, live_ids: np.ndarray, live_keys: np.ndarray) -> 
     return Diff(add=np.union1d(new, changed), remove=np.union1d(gone, changed), live=len(live_ids))
 
 
-def tuned_for(version: IndexVersion) -> int:
-    """The live count the version's index was chosen and tuned for (by its last full build)."""
-    return int(version.manifest.get("tuned_count", version.manifest["count"]))
-
-
-def rebuild_reason(version: IndexVersion, change: Diff, memory_budget: int | None) -> str | None:
-    """Why ``change`` should be a full rebuild rather than an update of ``version`` (None: update).
-
-    ``memory_budget`` is the budget of an automatic choice, None for a given factory."""
-    if change.live == 0:
-        return "no items left"
-    mode = update_mode(version.index)
-    if mode is None:
-        return f"a {version.manifest['factory']} index cannot be updated in place"
-    was = tuned_for(version)
-    if change.live > was * RETUNE_FACTOR or change.live * RETUNE_FACTOR < was:
-        return f"{change.live} items, the index was chosen and tuned for {was}"
-    choice = version.manifest.get("choice", {})
-    if memory_budget is not None:
-        # A Flat index chosen because the tuned approximation did not pay keeps its rejected candidate.
-        chosen = kind(choice.get("rejected", {}).get("factory", version.manifest["factory"]))
-        now = kind(choose_index(change.live, version.dim, memory_budget).factory)
-        # Only once the count is past the boundary by CHOICE_MARGIN, so that a collection that hovers
-        # around it is not rebuilt at every crossing (nlist drift is the RETUNE_FACTOR's business).
-        back = change.live * (1 - CHOICE_MARGIN) if change.live > was else change.live * (1 + CHOICE_MARGIN)
-        if now != chosen and kind(choose_index(max(1, int(back)), version.dim, memory_budget).factory) == now:
-            return f"the automatic choice for {change.live} items is {now}, not {chosen}"
-    removes = mode == "remove"
-    stored = version.index.ntotal - (len(change.remove) if removes else 0) + len(change.add)
-    dead = len(version.tombstones) + (0 if removes else len(change.remove))
-    if stored and dead / stored > COMPACT_DEAD:
-        return f"{dead} of {stored} stored vectors would be tombstones (compaction above {COMPACT_DEAD:.0%})"
-    return None
-
-
 def update_mode(index: faiss.Index) -> str | None:
     """How ``index`` takes removals: ``"remove"`` (FAISS removes by id: inverted lists at the top,
     or flat codes under an id map -- Flat, PQ, SQ), ``"tombstones"`` (an HNSW/NSG graph under an id
@@ -153,7 +104,7 @@ class Updated:
 
 def apply(version: IndexVersion, change: Diff, catalog: Catalog) -> Updated:
     """``change`` applied to ``version``'s index, **in place**: pass a version opened for the update
-    (as ``index.build`` does, under the publish lock), never one that is being served.
+    (as ``index.publish`` does, under the publish lock), never one that is being served.
 
     New vectors are read from the catalog as they are now: an item deleted since the diff is not
     added (its old vector still goes), one changed since comes with its newest vector and key."""

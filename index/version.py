@@ -7,7 +7,8 @@ Layout of an index root::
       versions/
         20261128T120000Z-3f2a/
           index.faiss         the FAISS index (ids = catalog primary keys)
-          manifest.json       encoder fingerprint, dim, metric, factory, params, count, created_at
+          manifest.json       encoder fingerprint, dim, metric, factory, params, count, created_at,
+                              the policy it was published under (``index.manifest.Manifest``)
           members.npz         which item and which content each stored vector is: ``ids`` (int64)
                               and ``keys`` (uint64, the first 64 bits of the content hash), in
                               storage order for IDMap indexes; what an update diffs the catalog with
@@ -34,8 +35,10 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 import faiss
 import numpy as np
+from pydantic import ValidationError
 
-FORMAT = "lookalike-index/1"
+from index.manifest import FORMAT, Manifest
+
 POINTER = "CURRENT"
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
@@ -57,7 +60,7 @@ class IndexVersion:
     """A loaded index version: the FAISS index and its manifest."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     index: faiss.Index
     tombstones: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # dead storage positions
     _search_params: Any = field(default=None, init=False, repr=False)
@@ -80,11 +83,11 @@ class IndexVersion:
 
     @property
     def fingerprint(self) -> str:
-        return self.manifest["encoder"]["fingerprint"]
+        return self.manifest.encoder.fingerprint
 
     @property
     def dim(self) -> int:
-        return int(self.manifest["dim"])
+        return self.manifest.dim
 
     @property
     def count(self) -> int:
@@ -197,7 +200,7 @@ def _write_file(path: Path, data: bytes | Callable[[BinaryIO], Any]) -> None:
         os.fsync(f.fileno())
 
 
-def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep: int = 5,
+def publish(root: str | Path, index: faiss.Index, manifest: Manifest, keep: int = 5,
             members: tuple[np.ndarray, np.ndarray] | None = None, tombstones: np.ndarray | None = None) -> Path:
     """Write ``index`` + ``manifest`` (+ the member list and tombstones, see the module's docstring)
     as a new version under ``root`` and make it current."""
@@ -207,8 +210,9 @@ def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep
     now = dt.datetime.now(dt.timezone.utc)
     name = now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
     dead = np.zeros(0, np.int64) if tombstones is None else np.unique(np.asarray(tombstones, dtype=np.int64))
-    manifest = {**manifest, "format": FORMAT, "version": name, "created_at": now.isoformat(),
-                "count": int(index.ntotal) - len(dead), "stored": int(index.ntotal), "tombstones": len(dead)}
+    manifest = manifest.model_copy(update={"format": FORMAT, "version": name, "created_at": now.isoformat(),
+                                           "count": int(index.ntotal) - len(dead), "stored": int(index.ntotal),
+                                           "tombstones": len(dead)})
     if members is not None and len(members[0]) != index.ntotal:
         raise ValueError(f"{len(members[0])} members for {index.ntotal} stored vectors")
 
@@ -223,7 +227,7 @@ def publish(root: str | Path, index: faiss.Index, manifest: dict[str, Any], keep
                                                                keys=np.asarray(keys, dtype=np.uint64)))
         if len(dead):
             _write_file(tmp / TOMBSTONES_FILE, lambda f: np.save(f, dead))
-        _write_file(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _write_file(tmp / MANIFEST_FILE, json.dumps(manifest.to_json(), indent=2, sort_keys=True).encode())
         _fsync_dir(tmp)
         final = versions / name
         os.replace(tmp, final)
@@ -276,15 +280,20 @@ def current_name(root: str | Path) -> str | None:
         return None
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest of the version at ``path`` (any that an earlier lookalike wrote, see ``index.manifest``)."""
     path = Path(path)
     try:
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        data = json.loads((path / MANIFEST_FILE).read_text())
     except FileNotFoundError:
         raise IndexVersionError(f"{path} has no {MANIFEST_FILE}") from None
-    if manifest.get("format") != FORMAT:
-        raise IndexVersionError(f"{path}: unsupported index format {manifest.get('format')!r}")
-    return manifest
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != FORMAT:
+        raise IndexVersionError(f"{path}: unsupported index format {found!r}")
+    try:
+        return Manifest.from_json(data)
+    except ValidationError as exc:
+        raise IndexVersionError(f"{path}: unreadable {MANIFEST_FILE}: {exc}") from None
 
 
 def open_version(path: str | Path, mmap: bool = False) -> IndexVersion:
@@ -293,14 +302,14 @@ def open_version(path: str | Path, mmap: bool = False) -> IndexVersion:
     manifest = read_manifest(path)
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     index = faiss.read_index(str(path / INDEX_FILE), flags)
-    for key, value in (manifest.get("search_params") or {}).items():
+    for key, value in manifest.search_params.items():
         faiss.ParameterSpace().set_index_parameter(index, key, value)
     try:
         tombstones = np.load(path / TOMBSTONES_FILE).astype(np.int64)
     except FileNotFoundError:
         tombstones = np.zeros(0, np.int64)
-    if int(manifest.get("tombstones", 0)) != len(tombstones):
-        raise IndexVersionError(f"{path}: the manifest counts {manifest.get('tombstones')} tombstones, "
+    if manifest.tombstones != len(tombstones):
+        raise IndexVersionError(f"{path}: the manifest counts {manifest.tombstones} tombstones, "
                                 f"{TOMBSTONES_FILE} holds {len(tombstones)}")
     return IndexVersion(path=path, manifest=manifest, index=index, tombstones=tombstones)
 

@@ -2,7 +2,7 @@
 
 An upload is written under ``upload_dir`` (named by its sha256, so the same bytes are
 stored once), embedded, and committed to the catalog with its vector in one transaction.
-Its vector also goes into ``FreshVectors``, a small exact index that every search
+Its vector also goes into ``service.fresh.FreshVectors``, a small exact index that every search
 consults beside the published version, so the item is found by the very next query.
 A publisher task then folds the catalog's vectors into a new index version (debounced:
 one version for a burst of uploads); when the service swaps that version in, the items
@@ -16,51 +16,18 @@ import io
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from PIL import Image
 
 from index.catalog import NewItem
+from service.state import Resources
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
-
-
-class FreshVectors:
-    """Vectors added since the served version was published: an exact inner-product index, thread-safe."""
-
-    def __init__(self, dim: int) -> None:
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self.lock = threading.Lock()
-
-    @property
-    def count(self) -> int:
-        return int(self.index.ntotal)
-
-    def add(self, item_id: int, vector: np.ndarray) -> None:
-        ids = np.array([item_id], dtype=np.int64)
-        with self.lock:
-            self.index.remove_ids(ids)  # an item uploaded twice keeps one vector
-            self.index.add_with_ids(np.ascontiguousarray(vector[None, :], dtype=np.float32), ids)
-
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        with self.lock:
-            if self.index.ntotal == 0:
-                return []
-            scores, ids = self.index.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
-                                            min(k, self.index.ntotal))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-
-    def forget(self, ids: np.ndarray) -> None:
-        """Drop the items a newly served version holds."""
-        with self.lock:
-            if self.index.ntotal:
-                self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
 
 def store_upload(upload_dir: Path, data: bytes, image: Image.Image) -> tuple[Path, str]:
@@ -93,7 +60,8 @@ def _format_of(data: bytes) -> str | None:
         return None
 
 
-def add_item(res: Any, data: bytes, image: Image.Image, vector: np.ndarray, metadata: dict[str, Any]) -> tuple[int, bool]:
+def add_item(res: Resources, data: bytes, image: Image.Image, vector: np.ndarray,
+             metadata: dict[str, Any]) -> tuple[int, bool]:
     """Store, catalog and make searchable one uploaded image; returns (id, whether it is new, or back
     after a delete). The same bytes uploaded at once by several callers make one item: one of them
     creates it, the others update it (``Catalog.add_upload``)."""

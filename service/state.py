@@ -5,20 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from index.publish import redact, republish
-from index.catalog import Catalog
+from index.catalog import Catalog, redact
+from index.manifest import Manifest
+from index.publish import Publisher
 from index.update import diff
 from index.version import EncoderMismatch, IndexVersion, current_name, open_current, open_version, read_manifest
 from service.batching import Batcher
-from service.ingest import FreshVectors
+from service.fresh import FreshVectors
 from service.settings import Settings
 from training.encoder import Encoder, load_encoder
 
@@ -70,11 +71,13 @@ class Resources:
     _refused: str | None = field(init=False, default=None)  # a published version that could not be served
     fresh: FreshVectors = field(init=False)  # uploads not yet in a published version
     unpublished: threading.Event = field(init=False)  # set by an upload, cleared by the publisher
+    publisher: Publisher = field(init=False)  # publishes the catalog's changes as the current version's policy asks
     _swap: threading.Lock = field(init=False)  # one reload at a time (the watcher's and the publisher's)
 
     def __post_init__(self) -> None:
         self.fresh = FreshVectors(self.encoder.dim)
         self.unpublished = threading.Event()
+        self.publisher = Publisher(self.catalog, Path(self.settings.index), self.encoder)
         self._swap = threading.Lock()
         self.label_weights = LabelWeightCache(self.settings.label_cache_size)
         self.image_batcher = Batcher(self.encoder.encode_images, self.settings.max_batch)
@@ -101,8 +104,8 @@ class Resources:
                 f"encoder/index mismatch: {exc} (index built by {version.fingerprint}, "
                 f"configured encoder {settings.encoder} is {encoder.fingerprint})"
             ) from exc
-        built_for = version.manifest.get("collection")
-        if built_for is not None and built_for != settings.collection:
+        built_for = version.manifest.collection
+        if built_for != settings.collection:
             raise StartupError(
                 f"index version {version.name} holds collection {built_for!r}, "
                 f"but the service is configured for collection {settings.collection!r}"
@@ -122,7 +125,7 @@ class Resources:
                 f"the catalog at {redact(settings.database_url)} has no items in collection "
                 f"{settings.collection!r}, but index version {version.name} holds {version.count} vectors; "
                 f"point --database-url at the catalog the index was built with "
-                f"(it recorded {version.manifest.get('catalog', 'no catalog URL')})"
+                f"(it recorded {version.manifest.catalog or 'no catalog URL'})"
             )
         log.info("serving index version %s (%d vectors, collection %r) with encoder %s (%s)",
                  version.name, version.count, settings.collection, settings.encoder, encoder.fingerprint[:16])
@@ -181,8 +184,8 @@ class Resources:
                     return False
                 version = open_version(path)
                 version.check_encoder(self.encoder.fingerprint)
-                built_for = version.manifest.get("collection")
-                if built_for is not None and built_for != self.settings.collection:
+                built_for = version.manifest.collection
+                if built_for != self.settings.collection:
                     raise ValueError(f"it holds collection {built_for!r}, not {self.settings.collection!r}")
             except (ValueError, OSError, RuntimeError) as exc:
                 self._refused = name
@@ -199,7 +202,7 @@ class Resources:
 
     def publish_uploads(self) -> None:
         """Publish the catalog (uploads included) as a new index version and serve it."""
-        published = republish(self.catalog, Path(self.settings.index), self.encoder)
+        published = self.publisher.republish()
         log.info("%s %s with the catalog's changes (%s)", published.action, published.path.name, published.detail)
         self.reload_if_published()
 
@@ -207,9 +210,9 @@ class Resources:
         self.catalog.dispose()
 
 
-def _order(manifest: dict, name: str) -> tuple[int, str]:
+def _order(manifest: Manifest, name: str) -> tuple[int, str]:
     """How index versions are ordered: by generation, then by name (a UTC time)."""
-    return int(manifest.get("generation", 0)), name
+    return manifest.generation, name
 
 
 def open_catalog(url: str) -> Catalog:

@@ -120,7 +120,7 @@ def test_the_parser_reads_markers_blocks_and_continuations():
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory, small_manifest, micro_encoder) -> dict:
     """A folder laid out as a fresh clone after ``make demo`` (with a micro encoder), and its service."""
-    from index.build import BuildConfig, build
+    from index.job import BuildConfig, build
 
     root = tmp_path_factory.mktemp("readme")
     for name in ("samples", "training"):

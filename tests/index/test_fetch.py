@@ -6,9 +6,10 @@ import threading
 
 import pytest
 
-from index.build import BuildConfig, build, verify
 from index.catalog import Catalog
 from index.fetch import FetchError, FetchLimits, read_bytes
+from index.job import BuildConfig, build
+from index.verify import verify
 from tests.conftest import SAMPLE, sample_rows
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from index.build import BuildConfig, build, verify
 from index.fetch import FetchError, read_bytes
+from index.job import BuildConfig, build
 from index.reader import read_source
 from index.shards import read_member
+from index.verify import verify
 from tests.conftest import SAMPLE, sample_rows
 
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from index import choose
-from index.build import publish_collection, verify
 from index.catalog import Catalog, NewItem
-from index.update import COMPACT_DEAD
+from index.manifest import IndexPolicy
+from index.publish import Publisher
+from index.rules import COMPACT_DEAD
+from index.verify import verify
 from index.version import open_current, publish
 from tests.conftest import REPO
 from training.encoder import load_encoder
@@ -41,8 +43,8 @@ def _put(catalog, encoder, names, seed, tag="v1"):
     return {name: (i, v) for name, i, v in zip(names, ids, vectors)}
 
 
-def _publish(catalog, encoder, out, factory, **kw):
-    return publish_collection(catalog, out, "default", encoder, factory, **kw)
+def _publish(catalog, encoder, out, factory, rebuild=False, **policy):
+    return Publisher(catalog, out, encoder).publish("default", IndexPolicy(factory=factory, **policy), rebuild=rebuild)
 
 
 def _top(version, vector, k=1):
@@ -58,7 +60,7 @@ def test_adds_changes_and_deletes_are_applied_without_a_rebuild(catalog, encoder
     items = _put(catalog, encoder, [f"img{i}" for i in range(200)], seed=0)
     first = _publish(catalog, encoder, out, factory)
     assert first.action == "built"
-    tuned = open_current(out).manifest["tuning"]
+    tuned = open_current(out).manifest.tuning
 
     new = _put(catalog, encoder, [f"new{i}" for i in range(10)], seed=1)
     old_id, old_vector = items["img5"]
@@ -69,8 +71,8 @@ def test_adds_changes_and_deletes_are_applied_without_a_rebuild(catalog, encoder
     second = _publish(catalog, encoder, out, factory)
     assert second.action == "updated" and second.detail.startswith("+11 -11 on ")
     v = open_current(out)
-    assert v.manifest["factory"] == factory and v.manifest["update"]["base"] == first.path.name
-    assert v.manifest["tuning"] == tuned and v.manifest["tuned_count"] == 200  # kept, not re-tuned
+    assert v.manifest.factory == factory and v.manifest.update.base == first.path.name
+    assert v.manifest.tuning == tuned and v.manifest.tuned_count == 200  # kept, not re-tuned
     assert v.count == 200 + 10 - 10
     live = set(v.ids().tolist())
     assert {i for i, _ in new.values()} <= live and not live & set(gone) and len(live) == v.count
@@ -96,7 +98,7 @@ def test_hnsw_tombstones_are_never_returned_and_survive_a_memory_mapped_open(cat
     assert _publish(catalog, encoder, out, "HNSW16").action == "updated"
     for mmap in (False, True):
         v = open_current(out, mmap=mmap)
-        assert v.manifest["tombstones"] == len(v.tombstones) == 40 and v.manifest["stored"] == 300
+        assert v.manifest.tombstones == len(v.tombstones) == 40 and v.manifest.stored == 300
         assert v.count == 260 == len(v.ids())
         for i, vector in doomed.values():  # each deleted vector's nearest neighbour is some other item
             scores, found = v.search(vector[None, :], 5)
@@ -115,7 +117,7 @@ def test_tombstones_past_the_limit_compact_into_a_rebuild(catalog, encoder, tmp_
     third = _publish(catalog, encoder, out, "HNSW16")
     assert third.action == "built" and "tombstones" in third.detail
     v = open_current(out)
-    assert len(v.tombstones) == 0 and v.index.ntotal == v.count == 155 and v.manifest["tuned_count"] == 155
+    assert len(v.tombstones) == 0 and v.index.ntotal == v.count == 155 and v.manifest.tuned_count == 155
     assert verify(out, catalog.url).ok
 
 
@@ -128,7 +130,7 @@ def test_growth_past_what_the_index_was_tuned_for_rebuilds(catalog, encoder, tmp
     _put(catalog, encoder, [f"yet{i}" for i in range(20)], seed=2)
     rebuilt = _publish(catalog, encoder, out, "IVF4,Flat")
     assert rebuilt.action == "built" and "tuned for 100" in rebuilt.detail
-    assert open_current(out).manifest["tuned_count"] == 210
+    assert open_current(out).manifest.tuned_count == 210
 
 
 def test_an_automatic_choice_that_would_change_rebuilds_past_a_margin(catalog, encoder, tmp_path, monkeypatch):
@@ -136,7 +138,7 @@ def test_an_automatic_choice_that_would_change_rebuilds_past_a_margin(catalog, e
     out = tmp_path / "index"
     items = _put(catalog, encoder, [f"img{i}" for i in range(200)], seed=0)
     assert _publish(catalog, encoder, out, "auto").action == "built"
-    assert open_current(out).manifest["factory"] == "Flat"
+    assert open_current(out).manifest.factory == "Flat"
     _put(catalog, encoder, [f"more{i}" for i in range(60)], seed=1)
     assert _publish(catalog, encoder, out, "auto").action == "updated"  # 260: past 250, not by 10 %
     _put(catalog, encoder, [f"yet{i}" for i in range(20)], seed=2)
@@ -196,7 +198,7 @@ def test_a_version_without_a_member_list_is_rebuilt(catalog, encoder, tmp_path):
     _put(catalog, encoder, [f"img{i}" for i in range(20)], seed=0)
     built = _publish(catalog, encoder, out, "Flat")
     old = open_current(out)
-    publish(out, old.index, {k: v for k, v in old.manifest.items()})  # as an older lookalike wrote them
+    publish(out, old.index, old.manifest)  # as an older lookalike wrote them
     assert open_current(out).members() is None
     again = _publish(catalog, encoder, out, "Flat")
     assert again.action == "built" and "no member list" in again.detail and again.path != built.path
@@ -240,7 +242,7 @@ def test_cli_compact_rebuilds_the_current_version(catalog, encoder, micro_encode
     assert proc.returncode == 0, proc.stderr
     assert "10 tombstones dropped): 90 vectors" in proc.stdout
     v = open_current(out)
-    assert len(v.tombstones) == 0 and v.count == v.index.ntotal == 90 and v.manifest["factory"] == "HNSW16"
+    assert len(v.tombstones) == 0 and v.count == v.index.ntotal == 90 and v.manifest.factory == "HNSW16"
     assert verify(out, catalog.url).ok
 
 
@@ -257,5 +259,5 @@ def test_a_build_that_falls_back_to_flat_records_the_members_of_its_second_pass(
     _put(catalog, encoder, [f"img{i}" for i in range(300)], seed=0)
     _publish(catalog, encoder, tmp_path / "index", "auto")
     v = open_current(tmp_path / "index")
-    assert v.manifest["factory"] == "Flat" and v.manifest["choice"]["rejected"]["factory"] == "HNSW32"
+    assert v.manifest.factory == "Flat" and v.manifest.choice.rejected["factory"] == "HNSW32"
     assert v.members()[0].tolist() == v.ids().tolist() and verify(tmp_path / "index", catalog.url).ok

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from index.faiss_build import fill, new_index
+from index.manifest import Manifest
 from index.version import (
     EncoderMismatch,
     IndexVersionError,
@@ -24,7 +25,8 @@ def _index(n=10, dim=8, seed=0):
     return fill(new_index(dim), vecs, ids), vecs, ids
 
 
-MANIFEST = {"encoder": {"fingerprint": "f" * 64}, "dim": 8, "metric": "inner_product", "factory": "Flat"}
+MANIFEST = Manifest.from_json({"encoder": {"fingerprint": "f" * 64}, "dim": 8, "metric": "inner_product",
+                                "factory": "Flat"})
 
 
 def test_publish_then_open_current(tmp_path):
@@ -32,7 +34,7 @@ def test_publish_then_open_current(tmp_path):
     path = publish(tmp_path, index, MANIFEST)
     assert current_name(tmp_path) == path.name
     v = open_current(tmp_path)
-    assert v.count == 10 and v.dim == 8 and v.manifest["count"] == 10
+    assert v.count == 10 and v.dim == 8 and v.manifest.count == 10
     scores, found = v.search(vecs[:3], 1)
     assert found[:, 0].tolist() == ids[:3].tolist()
     np.testing.assert_allclose(scores[:, 0], 1.0, rtol=1e-5)
@@ -107,7 +109,7 @@ def test_tombstones_are_left_out_of_search_count_and_ids(tmp_path):
     index, vecs, ids = _index(n=10)
     path = publish(tmp_path, index, MANIFEST, members=(ids, np.arange(10, dtype=np.uint64)), tombstones=[2, 7, 2])
     v = open_version(path)
-    assert v.count == 8 and v.manifest["tombstones"] == 2 and v.manifest["stored"] == 10
+    assert v.count == 8 and v.manifest.tombstones == 2 and v.manifest.stored == 10
     assert v.ids().tolist() == [i for i in ids.tolist() if i not in (ids[2], ids[7])]
     _, found = v.search(vecs, 10)
     assert all(ids[2] not in row and ids[7] not in row and min(row[:8]) >= 0 for row in found.tolist())
@@ -134,7 +136,7 @@ def test_an_exhaustive_search_reaches_every_live_vector(tmp_path, factory):
     ids = np.arange(1000, 1400)
     index = fill(new_index(8, factory), vecs, ids)
     dead = [3, 99] if factory.startswith("HNSW") else None
-    manifest = {**MANIFEST, "search_params": {"efSearch": 8} if dead else {"nprobe": 1}}
+    manifest = MANIFEST.model_copy(update={"search_params": {"efSearch": 8} if dead else {"nprobe": 1}})
     v = open_version(publish(tmp_path, index, manifest, tombstones=dead))
     live = set(ids.tolist()) - ({1003, 1099} if dead else set())
     _, some = v.search(vecs[:2], 400)
@@ -150,6 +152,6 @@ def test_an_exhaustive_search_opens_every_list_under_id_maps_and_transforms(tmp_
     vecs = rng.normal(size=(800, 16)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     index = fill(new_index(16, factory), vecs, np.arange(800))
-    v = open_version(publish(tmp_path, index, {**MANIFEST, "dim": 16, "search_params": {"nprobe": 1}}))
+    v = open_version(publish(tmp_path, index, MANIFEST.model_copy(update={"dim": 16, "search_params": {"nprobe": 1}})))
     assert (v.search(vecs[:2], 800)[1] >= 0).sum(axis=1).max() < 800
     assert ((v.search(vecs[:2], 800, exhaustive=True)[1] >= 0).sum(axis=1) == 800).all()

@@ -47,7 +47,7 @@ def png_bytes(image: Image.Image, format: str = "PNG") -> bytes:
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory, small_manifest, micro_encoder) -> dict:
     """The small manifest indexed with the micro encoder into a SQLite catalog."""
-    from index.build import BuildConfig, build
+    from index.job import BuildConfig, build
 
     root = tmp_path_factory.mktemp("served")
     url = f"sqlite:///{root / 'catalog.db'}"
@@ -104,7 +104,7 @@ def sample_png(indexed_rows) -> Path:
 @pytest.fixture(scope="session")
 def perishable_index(tmp_path_factory, micro_encoder) -> dict:
     """Four images copied to a temp folder and indexed there, so that a test may delete a file."""
-    from index.build import BuildConfig, build
+    from index.job import BuildConfig, build
 
     root = tmp_path_factory.mktemp("perishable")
     images = root / "images"
@@ -190,7 +190,7 @@ class Deployment:
         return self.images / f"{row['vendor']}-{row['code']}.png"
 
     def build(self, **overrides):
-        from index.build import BuildConfig, build
+        from index.job import BuildConfig, build
 
         cfg = {"encoder": self.encoder, "source": self.manifest, "out": self.index, "database_url": self.url,
                "workers": 0, "progress": False, **overrides}

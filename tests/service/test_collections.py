@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
+from index.job import BuildConfig, build
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import REPO, copy_sample, running_service, sample_rows

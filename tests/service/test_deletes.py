@@ -2,8 +2,8 @@
 
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
 from index.catalog import Catalog
+from index.job import BuildConfig, build
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import copy_sample, sample_rows

@@ -5,8 +5,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
 from index.catalog import Catalog
+from index.job import BuildConfig, build
 from service.app import create_app
 from service.errors import ApiError
 from service.filters import compile_filter

@@ -6,8 +6,8 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build
 from index.catalog import Catalog
+from index.job import BuildConfig, build
 from service.app import create_app
 from service.keys import RateLimiter, create_key, hash_key, list_keys, revoke_keys
 from service.settings import Settings

@@ -7,7 +7,7 @@ import json
 
 from PIL import Image
 
-from index.build import verify
+from index.verify import verify
 from index.version import open_current
 from tests.conftest import SAMPLE, sample_rows, wait_for
 

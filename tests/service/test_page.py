@@ -36,7 +36,7 @@ def _missing() -> str | None:
 @pytest.fixture(scope="module")
 def two_collections(tmp_path_factory, small_manifest, micro_encoder, indexed_rows) -> dict:
     """``default`` and ``twitter`` indexed into one catalog of their own (the shared fixtures' stays as it is)."""
-    from index.build import BuildConfig, build
+    from index.job import BuildConfig, build
 
     root = tmp_path_factory.mktemp("page")
     url = f"sqlite:///{root / 'catalog.db'}"

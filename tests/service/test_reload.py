@@ -5,7 +5,7 @@ import time
 
 import httpx
 
-from index.build import BuildConfig, build
+from index.job import BuildConfig, build
 from tests.conftest import copy_sample, running_service, sample_rows, wait_for
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index.build import BuildConfig, build, verify
 from index.catalog import Catalog
+from index.job import BuildConfig, build
+from index.verify import verify
 from index.version import open_current
 from service.app import create_app
 from service.keys import create_key

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 
-from index.build import verify
 from index.catalog import Catalog, Item
+from index.verify import verify
 from index.version import POINTER, current_name, open_current, read_manifest
 from service.state import Resources
 from tests.conftest import SAMPLE, sample_rows, wait_for
@@ -129,6 +129,6 @@ def test_the_service_republishes_with_the_settings_a_newer_batch_version_chose(d
         uploaded = _upload(client, image).json()["id"]
         assert wait_for(lambda: current_name(deployment.index) != chosen, timeout=30)
         manifest = read_manifest(deployment.index / "versions" / current_name(deployment.index))
-        assert manifest["factory"] == "HNSW16" and manifest["update"]["base"] == chosen, manifest
+        assert manifest.factory == "HNSW16" and manifest.update.base == chosen, manifest
         assert uploaded in open_current(deployment.index).ids().tolist()
         assert client.get("/healthz").json()["index_version"] not in (served, chosen)

@@ -13,8 +13,9 @@ import faiss
 import pytest
 from PIL import Image
 
-from index.build import BuildConfig, build, verify
 from index.catalog import Catalog
+from index.job import BuildConfig, build
+from index.verify import verify
 from index.version import open_current
 from tests.conftest import REPO, SAMPLE, copy_sample, sample_rows
 from training.encoder import load_encoder
@@ -32,7 +33,7 @@ def test_build_indexes_every_image_and_catalog_agrees(micro_encoder, small_manif
     v = open_current(tmp_path / "index")
     enc = load_encoder(micro_encoder)
     assert v.fingerprint == enc.fingerprint and v.count == len(rows) and v.dim == enc.dim
-    assert v.manifest["metric"] == "inner_product" and v.manifest["factory"] == "Flat"
+    assert v.manifest.metric == "inner_product" and v.manifest.factory == "Flat"
 
     catalog = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
     assert catalog.count("default") == len(rows)
@@ -67,13 +68,13 @@ def test_bad_files_are_recorded_and_skipped(micro_encoder, odd_files, tmp_path):
     assert skipped == {"truncated.png": "corrupt", "truncated.jpg": "corrupt", "zero.jpg": "empty",
                        "text.jpg": "not_an_image", "bomb.png": "too_many_pixels"}
     assert report.indexed == 5  # good, cmyk, sixteen, animated, rotated
-    assert open_current(tmp_path / "index").manifest["failures"] == 5
+    assert open_current(tmp_path / "index").manifest.failures == 5
 
 
 def test_build_into_postgresql(micro_encoder, small_manifest, tmp_path, postgres_url):
     report = build(_config(micro_encoder, small_manifest, tmp_path, url=postgres_url, collection="pg-test"))
     assert Catalog(postgres_url).count("pg-test") == report.indexed > 0
-    assert open_current(tmp_path / "index").manifest["catalog"].startswith("postgresql+psycopg://postgres@")
+    assert open_current(tmp_path / "index").manifest.catalog.startswith("postgresql+psycopg://postgres@")
 
 
 def test_cli_build_and_info(micro_encoder, small_manifest, tmp_path):
@@ -204,35 +205,12 @@ def _committed(db: Path) -> int:
         return 0
 
 
-def test_verify_finds_disagreement_and_delete_publishes_a_clean_version(micro_encoder, small_manifest, tmp_path):
-    cfg = _config(micro_encoder, small_manifest, tmp_path)
-    build(cfg)
-    ids = sorted(open_current(cfg.out).ids().tolist())
-    Catalog(cfg.database_url).delete("default", ids[:2])  # behind the index's back
-    bad = verify(cfg.out, cfg.database_url)
-    assert not bad.ok and bad.not_in_catalog == ids[:2] and bad.missing_from_index == []
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "index", *args], cwd=REPO, capture_output=True, text=True)
-
-    proc = run("verify", str(cfg.out), "--database-url", cfg.database_url)
-    assert proc.returncode == 1 and "MISMATCH" in proc.stdout
-    proc = run("delete", str(cfg.out), "--encoder", str(micro_encoder), "--database-url", cfg.database_url,
-               "--id", str(ids[2]), "--id", "999999")
-    assert proc.returncode == 0, proc.stderr
-    assert "deleted 1 items" in proc.stdout and "999999" in proc.stdout
-    after = open_current(cfg.out)
-    assert sorted(after.ids().tolist()) == ids[3:]
-    proc = run("verify", str(cfg.out), "--database-url", cfg.database_url)
-    assert proc.returncode == 0 and "ok:" in proc.stdout
-
-
 def test_auto_choice_and_tuned_parameters_are_recorded(micro_encoder, small_manifest, tmp_path):
     report = build(_config(micro_encoder, small_manifest, tmp_path, factory="IVF4,Flat", target_recall=0.99))
     v = open_current(tmp_path / "index")
-    assert v.manifest["factory"] == "IVF4,Flat" and v.manifest["choice"]["reason"] == "given"
-    nprobe = v.manifest["search_params"]["nprobe"]
-    assert v.manifest["tuning"]["recall"] >= 0.99 and 1 <= nprobe <= 4
+    assert v.manifest.factory == "IVF4,Flat" and v.manifest.choice.reason == "given"
+    nprobe = v.manifest.search_params["nprobe"]
+    assert v.manifest.tuning.recall >= 0.99 and 1 <= nprobe <= 4
     assert faiss.extract_index_ivf(v.index).nprobe == nprobe  # applied when the version is opened
     assert report.indexed == v.count
 

@@ -11,7 +11,7 @@ item and always agrees with the catalog (``python -m index verify`` checks it): 
 updating the current version with what changed since (``index.update``: adds, removals,
 tombstones), and by building, choosing and tuning a new index when there is none yet, when
 the collection has grown or shrunk past what the index was tuned for, or when tombstones
-pile up (compaction). Nothing changed: no new version.
+pile up (compaction): the rules of ``index.rules``. Nothing changed: no new version.
 
 A job owns the items of its source (``source:<resolved path>``, see ``index.catalog``): it adds,
 changes and, with ``delete_missing``, deletes only those. Uploads and other sources' items are left
@@ -31,7 +31,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from core.distributed import barrier, init_from_env
@@ -40,18 +39,15 @@ from index.decode import DEFAULT_MAX_PIXELS, DecodeLimits
 from index.embed import embed_items
 from index.faiss_build import new_index
 from index.fetch import FetchLimits, is_url
-from index.publish import AUTO, DEFAULT_MEMORY_BUDGET, Publication, publish_collection, republish
+from index.manifest import AUTO, DEFAULT_MEMORY_BUDGET, IndexPolicy
+from index.publish import JobRecord, Publisher
 from index.reader import read_source
 from index.shards import is_shard_member, split_location
 from index.source_item import SourceItem
-from index.update import alive_members, changed_ids
-from index.version import IndexVersionError, open_current, read_manifest
+from index.version import read_manifest
 from training.encoder import Encoder, load_encoder
 
 log = logging.getLogger(__name__)
-
-__all__ = ["AUTO", "DEFAULT_MEMORY_BUDGET", "BuildConfig", "BuildReport", "Publication", "VerifyReport", "build",
-           "delete_items", "publish_collection", "republish", "verify"]  # publishing lives in index.publish
 
 
 @dataclass
@@ -74,6 +70,12 @@ class BuildConfig:
     fetch: FetchLimits = field(default_factory=FetchLimits)  # for http(s) sources
     device: str = "cpu"
     progress: bool = True
+
+    @property
+    def policy(self) -> IndexPolicy:
+        """What the publisher is asked for."""
+        return IndexPolicy(factory=self.factory, memory_budget=self.memory_budget, target_recall=self.target_recall,
+                           keep=self.keep_versions)
 
 
 @dataclass
@@ -168,68 +170,12 @@ def build(cfg: BuildConfig, encoder: Encoder | None = None) -> BuildReport:
             gone = [i for source, i in catalog.owned_sources(cfg.collection, owner).items() if source not in present]
             report.deleted = len(catalog.delete(cfg.collection, gone, by="source"))
         embed_seconds = time.perf_counter() - started
-        extra = {"source": str(cfg.source), "failures": len(report.failures)}
-        published = publish_collection(catalog, cfg.out, cfg.collection, encoder, cfg.factory, cfg.memory_budget,
-                                       cfg.target_recall, cfg.keep_versions, extra, cfg.rebuild)
+        job = JobRecord(source=str(cfg.source), failures=len(report.failures))
+        published = Publisher(catalog, cfg.out, encoder).publish(cfg.collection, cfg.policy, job=job,
+                                                                 rebuild=cfg.rebuild)
         report.version, report.published, report.publish_detail = published.path, published.action, published.detail
-        report.indexed = int(read_manifest(report.version)["count"])  # no need to load the index again
+        report.indexed = read_manifest(report.version).count  # no need to load the index again
         report.seconds = embed_seconds
         return report
-    finally:
-        catalog.dispose()
-
-
-@dataclass
-class VerifyReport:
-    version: str
-    collection: str
-    index_count: int
-    catalog_count: int
-    missing_from_index: list[int]  # live catalog items with a vector but no place in the index
-    not_in_catalog: list[int]  # index ids that are deleted or unknown in the catalog
-    duplicates: int  # ids stored more than once in the index (tombstones aside)
-    stale: list[int] = field(default_factory=list)  # items whose content changed since their vector was indexed
-    tombstones: int = 0  # stored vectors left out of every search
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing_from_index or self.not_in_catalog or self.duplicates or self.stale)
-
-
-def verify(out: Path, database_url: str) -> VerifyReport:
-    """Compare the current index version with the catalog it was built from."""
-    version = open_current(out)
-    collection = version.manifest.get("collection", "default")
-    catalog = Catalog(database_url)
-    try:
-        stored = version.ids()
-        live_ids, live_keys = catalog.live_keys(collection, version.fingerprint)
-        expected = set(live_ids.tolist())
-        in_index = set(stored.tolist())
-        stale: list[int] = []
-        if version.members() is not None:  # the member list knows which content each vector was made from
-            ids, keys = alive_members(version)
-            if not np.array_equal(np.sort(ids), np.sort(stored)):
-                raise IndexVersionError(f"{version.path}: the member list does not match the index's ids")
-            stale = changed_ids(ids, keys, live_ids, live_keys).tolist()
-        return VerifyReport(
-            version=version.name, collection=collection, index_count=len(stored), catalog_count=len(expected),
-            missing_from_index=sorted(expected - in_index), not_in_catalog=sorted(in_index - expected),
-            duplicates=len(stored) - len(in_index), stale=stale, tombstones=len(version.tombstones),
-        )
-    finally:
-        catalog.dispose()
-
-
-def delete_items(out: Path, database_url: str, ids: list[int], encoder: Encoder,
-                 keep: int = 5) -> tuple[list[int], Publication]:
-    """Delete items (hidden from the catalog at once) and publish a version without their vectors,
-    with the current version's index choice (an update of it, or a rebuild when they pile up)."""
-    current = open_current(out, mmap=True)  # for its manifest: publishing opens the version it updates
-    current.check_encoder(encoder.fingerprint)
-    catalog = Catalog(database_url)
-    try:
-        deleted = catalog.delete(current.manifest.get("collection", "default"), ids, by="user")
-        return deleted, republish(catalog, out, encoder, keep)
     finally:
         catalog.dispose()
