@@ -22,8 +22,9 @@ from training.options import column_values, declared, field_values
 from training.runner import Method
 
 
-def _loop_flags(p: argparse.ArgumentParser, *, grad_clip: float, steps: int, lr: float, weight_decay: float,
-                warmup: int, precision: str = "auto") -> None:
+def _loop_flags(p: argparse.ArgumentParser, *, grad_clip: float | None = LoopConfig.grad_clip,
+                steps: int = LoopConfig.steps, lr: float = LoopConfig.lr, weight_decay: float = LoopConfig.weight_decay,
+                warmup: int = LoopConfig.warmup_steps, precision: str = "auto") -> None:
     """The options of ``training.loop`` every method shares; their defaults are the method's (``loop_defaults``)."""
     p.add_argument("--accum-steps", type=int, default=1, help="batches per optimiser step")
     p.add_argument("--grad-clip", type=float, default=grad_clip, help="max gradient norm (0: off)")

@@ -71,7 +71,7 @@ def _field_default(f: Field) -> Any:
 
 def _kwargs(f: Field, opt: Option) -> dict[str, Any]:
     default = opt.cli_default if opt.cli_default is not UNSET else _field_default(f)
-    kind = str(f.type)
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))  # "int", "bool | None"
     kw: dict[str, Any] = {"help": opt.help}
     if default is MISSING:
         kw["required"] = True

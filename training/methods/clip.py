@@ -69,7 +69,6 @@ class ClipTrainConfig(RunFiles):
                                          "e.g. 'txt'")
     model: str = option("lookalike-cnn", "open_clip model name (lookalike-cnn: a small CNN image tower at 32 px for "
                                          "CPUs and small data; lookalike-tiny, lookalike-micro: small ViT configs)")
-    # replace the model's image tower by this training.backbones spec
     image_backbone: dict | None = option(None, "replace the model's image tower by this backbone: "
                                                "small-cnn[,width=32,depth=4] | resnet18[,small_stem=true] | "
                                                "timm:MODEL | a JSON object", parse=backbone_spec)
@@ -77,7 +76,6 @@ class ClipTrainConfig(RunFiles):
                                           "checkpoint file")
     lock_image: bool = option(False, "freeze the image tower (LiT-style)")
     lock_text: bool = option(False, "freeze the text tower")
-    # an image-only encoder file (SimCLR, MoCo, RotNet) as the image tower
     image_tower: Path | None = option(None, "use this image-only encoder file (simclr/moco/rotnet) as the image "
                                             "tower, with a learnt projection; with --lock-image its backbone stays "
                                             "frozen (LiT)", metavar="ENCODER")
@@ -88,39 +86,34 @@ class ClipTrainConfig(RunFiles):
     # an image-only SupCon term beside CLIP's (SLIP). 1: plain CLIP on (image, caption) pairs.
     views: int = option(2, "2: two augmented views per item, the multi-positive CLIP loss and the image-only term; "
                            "1: plain CLIP on (image, caption) pairs with --loss", choices=(1, 2))
-    # False: each item is its own group (only its own views and caption are positives)
     multi_positive: bool = option(True, "items sharing a caption (or --group-key) are positives in both terms; "
                                         "--no-multi-positive: only an item's own views and caption are")
-    # items sharing this column are positives (default: sharing a caption)
     group_key: str | None = option(None, "manifest column: rows with the same value are positives")
     ssl_weight: float = option(1.0, "weight of the image-only supervised-contrastive term beside CLIP's loss "
                                     "(SLIP; 0: off)")
     ssl_temperature: float = option(0.1, "temperature of that term")
-    # output width of its projection head (dropped from the encoder file)
-    ssl_dim: int = option(128, "output width of its projection head")
-    # more captions per row, one drawn per step
+    ssl_dim: int = option(128, "output width of its projection head")  # (dropped from the encoder file)
     caption_variant_keys: list[str] = option(factory=list, flag="--caption-variant-key", dest="caption_variant_key",
                                              metavar="COLUMN", help="manifest column of more captions per row (a "
                                              "string or a list); one is drawn per step")
-    # None: open_clip's training transform; the command line's --augment / --no-augment
+    # None: open_clip's training transform; on the command line --augment / --no-augment with the
+    # augmentation flags (``configure``)
     augment: AugmentConfig | None = option(factory=lambda: AugmentConfig(**CLIP_AUGMENT), cli_default=True,
                                            action="switch", help="the image side's style augmentation (crops, "
                                            "colour jitter, grayscale); --no-augment: open_clip's training transform")
-    # decode manifest images into memory when they fit in this (0: never)
     cache_mb: float = option(1024.0, "decode the manifest's images into memory when they fit in this many MiB "
                                      "(0: never)", cli_default=1024)
-    # NHWC image tower; None: for convolutional towers
     channels_last: bool | None = option(None, "NHWC image tower (default: for convolutional towers)")
     batch_size: int = option(128, "per process", cli_default=256)
     workers: int = option(2, "DataLoader worker processes")
     seed: int = option(0)
     device: str = option("cpu", cli_default=DEFAULT_DEVICE)
     eval_limit: int = 4000  # images used for the before/after recall report
-    # manifest for the periodic monitor
     val_data: Path | None = option(None, "validation manifest for the periodic monitor")
     val_label_keys: list[str] = option(factory=list, flag="--val-label-key", dest="val_label_key",
                                        help="zero-shot column of --val-data")
     val_group_key: str | None = option(None, "image->image group column of --val-data")
+
 
 @dataclass
 class ClipTrainResult:
