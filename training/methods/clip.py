@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 CLIP_AUGMENT = dict(min_scale=0.35, flip_prob=0.0, jitter_prob=0.8, jitter_strength=0.5, grayscale_prob=0.2,
                     blur_prob=0.0)
 NO_AUGMENT = AugmentConfig(min_scale=1.0, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learnt temperature at 1/100
 
 
 @dataclass
@@ -169,9 +170,6 @@ def _side(size: int | list[int]) -> int:
     return int(size) if isinstance(size, int) else int(min(size))
 
 
-MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learnt temperature at 1/100
-
-
 class ClipTrainingModel(nn.Module):
     """An open_clip model plus what only training needs: the image-side projection head of the SSL term.
 
@@ -271,6 +269,7 @@ class ClipMethod:
         model = unwrap(self.model)
         model = getattr(model, "clip", model)
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
 
 def configure(values: dict, augment: dict) -> ClipTrainConfig:
     """The config from the command line's values: ``--augment`` and the augmentation flags make ``augment``."""
