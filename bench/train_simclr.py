@@ -9,9 +9,8 @@ same lr and weight decay), temperature, precision, CPU threads and memory format
 side is the training loop of its SimCLR example (two forward passes, ``NTXentLoss``,
 ``SimCLRProjectionHead``); ours runs with ``--separate-views`` (one forward per view, the
 same computation) for the ratio, and with its default (one forward over both views, batch
-norm statistics over both, as in SimCLR's code) for reference. Each logs the wall time of
-every step, data loading included; the medians after a warm-up are compared.
-ratio = ours / lightly's (below 1.0: ours is faster).
+norm statistics over both, as in SimCLR's code) for reference. Each logs the wall time of every step, data loading
+included; the medians after a warm-up are compared. ratio = ours / lightly's (below 1.0: ours is faster).
 
     pip install -e '.[bench]'          # lightly
     python bench/train_simclr.py [--data DIR] [--backbone small-cnn] [--batch-size 256] [--steps 30]
@@ -73,7 +72,7 @@ def lightly_worker(a) -> None:
     from torch import nn
 
     from training.backbones import build_backbone, parse_backbone
-    from training.train_ssl import IMAGENET_MEAN, IMAGENET_STD
+    from training.image_only import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(0)
     if a.threads:

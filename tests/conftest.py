@@ -48,7 +48,8 @@ def small_manifest(tmp_path_factory) -> Path:
 def micro_encoder(tmp_path_factory, small_manifest) -> Path:
     """A lookalike-micro CLIP trained for a few steps on the small manifest."""
     from training.loop import LoopConfig
-    from training.train_clip import ClipTrainConfig, run
+    from training.methods.clip import ClipTrainConfig
+    from training.runner import run
 
     out = tmp_path_factory.mktemp("encoder") / "micro.safetensors"
     run(ClipTrainConfig(

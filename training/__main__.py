@@ -2,6 +2,7 @@
 
     python -m training clip --data MANIFEST --image-key KEY --caption-key KEY --out ENCODER
     python -m training simclr --data FOLDER_OR_MANIFEST --out ENCODER     (also: moco, rotnet)
+    (one sub-command per module of training/methods, its options from its config's fields)
     python -m training eval --encoder ENCODER [--encoder ...] --data MANIFEST | --folder LABELLED_FOLDER
 """
 
@@ -16,12 +17,15 @@ import torch
 
 from core.malloc import retain_freed_memory
 from training.loop import LoopConfig
+from training.method import Method
+from training.methods import registered
+from training.options import column_values, declared, field_values
 
 
-def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float, steps: int, lr: float,
-                weight_decay: float, warmup: int, precision: str = "fp32") -> None:
-    """The options of ``training.loop`` every trainer shares; defaults differ per method."""
-    p.add_argument("--batch-size", type=int, default=batch_size, help="per process")
+def _loop_flags(p: argparse.ArgumentParser, *, grad_clip: float | None = LoopConfig.grad_clip,
+                steps: int = LoopConfig.steps, lr: float = LoopConfig.lr, weight_decay: float = LoopConfig.weight_decay,
+                warmup: int = LoopConfig.warmup_steps, precision: str = "auto") -> None:
+    """The options of ``training.loop`` every method shares; their defaults are the method's (``loop_defaults``)."""
     p.add_argument("--accum-steps", type=int, default=1, help="batches per optimiser step")
     p.add_argument("--grad-clip", type=float, default=grad_clip, help="max gradient norm (0: off)")
     p.add_argument("--steps", type=int, default=steps)
@@ -32,13 +36,12 @@ def _loop_flags(p: argparse.ArgumentParser, *, batch_size: int, grad_clip: float
                    default=precision,
                    help="autocast precision (auto: bf16 where the GPU or CPU runs it natively, else fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: OUT.ckpt)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: end/interrupt)")
-    p.add_argument("--resume", type=Path, default=None, help="continue exactly from this checkpoint")
-    p.add_argument("--log-file", type=Path, default=None, help="append logged steps here as JSONL")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
                    help="also write the logged steps as TensorBoard scalars to DIR (needs tensorboard)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between monitor runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
 def _augment_flags(p: argparse.ArgumentParser) -> None:
@@ -72,151 +75,35 @@ def _loop_config(args: argparse.Namespace) -> LoopConfig:
                       tensorboard_dir=str(args.tensorboard) if args.tensorboard else None)
 
 
-def _clip_parser(sub) -> None:
-    p = sub.add_parser("clip", help="train a CLIP encoder on image-caption pairs",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _method_parser(sub, method: Method) -> None:
+    """A method's sub-command: its config's options (``training.options``), then the shared ones."""
+    p = sub.add_parser(method.name, help=method.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", type=Path, default=None,
                    help="JSON file of option defaults (training/recipes/*.json); flags given here override it")
-    p.add_argument("--data", type=Path, required=True,
-                   help="JSONL or CSV manifest (image paths relative to it), or webdataset shards: "
-                        "'DIR/{00000..00099}.tar' or a folder of .tar files")
-    p.add_argument("--image-key", default="file",
-                   help="manifest column with the image path; for shards the image extension(s), e.g. 'jpg;png'")
-    p.add_argument("--caption-key", default="caption",
-                   help="manifest column with the caption; for shards the caption extension, e.g. 'txt'")
-    p.add_argument("--out", type=Path, required=True, help="encoder file to write (.safetensors)")
-    p.add_argument("--model", default="lookalike-cnn",
-                   help="open_clip model name (lookalike-cnn: a small CNN image tower at 32 px for CPUs and small "
-                        "data; lookalike-tiny, lookalike-micro: small ViT configs)")
-    p.add_argument("--image-backbone", default=None,
-                   help="replace the model's image tower by this backbone: small-cnn[,width=32,depth=4] | "
-                        "resnet18[,small_stem=true] | timm:MODEL | a JSON object")
-    p.add_argument("--pretrained", default=None,
-                   help="start from these weights: an open_clip tag (downloads) or a local checkpoint file")
-    p.add_argument("--image-tower", type=Path, default=None, metavar="ENCODER",
-                   help="use this image-only encoder file (simclr/moco/rotnet) as the image tower, with a "
-                        "learnt projection; with --lock-image its backbone stays frozen (LiT)")
-    p.add_argument("--lock-image", action="store_true", help="freeze the image tower (LiT-style)")
-    p.add_argument("--lock-text", action="store_true", help="freeze the text tower")
-    p.add_argument("--loss", choices=["clip", "siglip"], default="clip",
-                   help="clip: softmax contrastive (ClipLoss); siglip: pairwise sigmoid (SigLipLoss)")
-    p.add_argument("--image-size", type=int, default=None, help="override the model's input size")
-    p.add_argument("--views", type=int, choices=[1, 2], default=2,
-                   help="2: two augmented views per item, the multi-positive CLIP loss and the image-only term; "
-                        "1: plain CLIP on (image, caption) pairs with --loss")
-    p.add_argument("--multi-positive", action=argparse.BooleanOptionalAction, default=True,
-                   help="items sharing a caption (or --group-key) are positives in both terms; "
-                        "--no-multi-positive: only an item's own views and caption are")
-    p.add_argument("--group-key", default=None, help="manifest column: rows with the same value are positives")
-    p.add_argument("--ssl-weight", type=float, default=1.0,
-                   help="weight of the image-only supervised-contrastive term beside CLIP's loss (SLIP; 0: off)")
-    p.add_argument("--ssl-temperature", type=float, default=0.1, help="temperature of that term")
-    p.add_argument("--ssl-dim", type=int, default=128, help="output width of its projection head")
-    p.add_argument("--caption-variant-key", action="append", default=[], metavar="COLUMN",
-                   help="manifest column of more captions per row (a string or a list); one is drawn per step")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="the image side's style augmentation (crops, colour jitter, grayscale); "
-                        "--no-augment: open_clip's training transform")
+    for d in declared(method.config):
+        kwargs = dict(d.kwargs)
+        if kwargs.get("action") == "switch":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        p.add_argument(d.flag, dest=d.dest, **kwargs)
     _augment_flags(p)
-    p.add_argument("--cache-mb", type=float, default=1024,
-                   help="decode the manifest's images into memory when they fit in this many MiB (0: never)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC image tower (default: for convolutional towers)")
-    _loop_flags(p, batch_size=256, grad_clip=1.0, steps=400, lr=2e-3, weight_decay=0.1, warmup=40,
-                precision="auto")
-    p.add_argument("--val-data", type=Path, default=None, help="validation manifest for the periodic monitor")
-    p.add_argument("--val-label-key", action="append", default=[], help="zero-shot column of --val-data")
-    p.add_argument("--val-group-key", default=None, help="image->image group column of --val-data")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between monitor runs")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    _loop_flags(p, **method.loop_defaults)
 
 
-SSL_HELP = {
-    "simclr": "train a SimCLR image encoder (no labels): two augmented views, NT-Xent",
-    "moco": "train a MoCo v2 image encoder (no labels): momentum key encoder and a queue of negatives",
-    "rotnet": "train a RotNet image encoder (no labels): predict 0/90/180/270 degree rotations",
-}
+def _train(method: Method, args: argparse.Namespace) -> int:
+    from training.loop import Interrupted
+    from training.runner import run
 
-
-def _ssl_parser(sub, name: str) -> None:
-    p = sub.add_parser(name, help=SSL_HELP[name], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--recipe", type=Path, default=None,
-                   help="JSON file of option defaults (training/recipes/*.json); flags given here override it")
-    p.add_argument("--data", type=Path, required=True,
-                   help="a folder of images (searched recursively) or a JSONL/CSV manifest")
-    p.add_argument("--image-key", default="file", help="manifest column with the image path")
-    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                   help="train only on manifest rows whose column has this value (repeatable)")
-    p.add_argument("--holdout", type=float, default=0.0,
-                   help="--data is a folder of class sub-folders: leave out this stratified fraction (the test "
-                        "split of 'eval --folder' with the same --test-fraction and --split-seed)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the held-out / monitor split")
-    p.add_argument("--out", type=Path, required=True, help="encoder file to write (.safetensors)")
-    p.add_argument("--backbone", default="small-cnn",
-                   help="small-cnn[,width=32,depth=3,norm=bn] | resnet18[,small_stem=true] | resnet50 | "
-                        "timm:MODEL | a JSON object")
-    p.add_argument("--image-size", type=int, default=32, help="training and embedding input size (px)")
-    _augment_flags(p)
-    if name in ("simclr", "moco"):
-        p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (0.5 SimCLR, 0.2 MoCo)")
-        p.add_argument("--proj-hidden", type=int, default=512, help="projection head hidden width")
-        p.add_argument("--proj-dim", type=int, default=128, help="projection head output width")
-    if name == "simclr":
-        p.add_argument("--separate-views", action="store_true",
-                       help="one forward pass per view (batch norm statistics per view, as lightly's examples do) "
-                            "instead of one over both views (SimCLR's joint statistics); on CPUs a smaller batch "
-                            "per pass can be faster")
-    if name == "moco":
-        p.add_argument("--momentum", type=float, default=0.99, help="key encoder momentum")
-        p.add_argument("--queue-size", type=int, default=4096, help="negatives kept from earlier batches")
-        p.add_argument("--symmetric", action="store_true", help="symmetrised loss (both views as queries)")
-    if name in ("simclr", "moco"):
-        p.add_argument("--batch-augment", action=argparse.BooleanOptionalAction, default=True,
-                       help="decode the images once into memory and augment whole batches at once (without blur); "
-                            "--no-batch-augment: torchvision's transforms one view at a time")
-        p.add_argument("--cache-mb", type=float, default=1024, help="the in-memory images' limit (MiB)")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across torchrun processes (GPUs)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC weights (faster convolutions on CPUs)")
-    _loop_flags(p, batch_size=256, grad_clip=0.0, steps=500, lr=2e-3, weight_decay=1e-4, warmup=25, precision="auto")
-    p.add_argument("--val-folder", type=Path, default=None,
-                   help="labelled folder (class sub-folders) for the k-NN monitor")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="the monitor's query fraction of --val-folder (the rest is the k-NN memory bank)")
-    p.add_argument("--knn-k", type=int, default=20, help="neighbours of the k-NN monitor")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between monitor runs")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads of the training process (0: torch's default; 1 leaves cores to the workers)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-
-
-def _ssl_config(args: argparse.Namespace, where: dict[str, str]):
-    from training.augment import AugmentConfig
-    from training.backbones import parse_backbone
-    from training.train_ssl import SSLTrainConfig
-
-    overrides = _augment_overrides(args)
-    backbone = args.backbone if isinstance(args.backbone, dict) else parse_backbone(args.backbone)
-    return SSLTrainConfig(
-        method=args.command, data=args.data, out=args.out, image_key=args.image_key, where=where,
-        holdout=args.holdout, split_seed=args.split_seed, backbone=backbone, image_size=args.image_size,
-        augment=AugmentConfig.for_size(args.image_size, **overrides),
-        temperature=getattr(args, "temperature", None), proj_hidden=getattr(args, "proj_hidden", 512),
-        proj_dim=getattr(args, "proj_dim", 128), momentum=getattr(args, "momentum", 0.99),
-        queue_size=getattr(args, "queue_size", 4096), symmetric=getattr(args, "symmetric", False),
-        separate_views=getattr(args, "separate_views", False),
-        batch_augment=getattr(args, "batch_augment", False), cache_mb=getattr(args, "cache_mb", 1024.0),
-        sync_bn=args.sync_bn, channels_last=args.channels_last, threads=args.threads, batch_size=args.batch_size,
-        workers=args.workers, seed=args.seed, device=args.device,
-        checkpoint=args.checkpoint, resume=args.resume, log_file=args.log_file, val_folder=args.val_folder,
-        val_fraction=args.val_fraction, knn_k=args.knn_k,
-        loop=_loop_config(args),
-    )
+    try:
+        cfg = method.configure({**field_values(method.config, vars(args)), "loop": _loop_config(args)},
+                               _augment_overrides(args))
+        run(cfg)
+    except (ValueError, FileNotFoundError) as exc:  # bad options, data, manifest, model or backbone; missing files
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"{exc}; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _apply_recipe(parser: argparse.ArgumentParser, subparser: argparse.ArgumentParser, recipe: Path,
@@ -255,7 +142,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--probe-key", default=None, help="manifest column used as the label for k-NN / linear probe")
     p.add_argument("--test-fraction", type=float, default=0.2, help="stratified test split for k-NN / linear probe")
     p.add_argument("--split-seed", type=int, default=0, help="seed of that split")
-    p.add_argument("--knn-k", type=int, action="append", default=None, help="k of the k-NN vote (repeatable; default 20)")
+    p.add_argument("--knn-k", type=int, action="append", default=None,
+                   help="k of the k-NN vote (repeatable; default 20)")
     p.add_argument("--knn-temperature", type=float, default=0.07, help="k-NN votes weigh exp(similarity / this)")
     p.add_argument("--linear-wd", type=float, default=1e-4, help="linear probe L2 penalty")
     p.add_argument("--linear-iters", type=int, default=300, help="linear probe L-BFGS iterations (0: no probe)")
@@ -270,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    _clip_parser(sub)
-    for name in SSL_HELP:
-        _ssl_parser(sub, name)
+    methods = registered()
+    for method in methods.values():
+        _method_parser(sub, method)
     _eval_parser(sub)
     x = sub.add_parser("export", help="write an encoder as an open_clip model (config + weights) or ONNX graphs")
     x.add_argument("encoder", help="encoder file or open_clip:MODEL/TAG_OR_PATH")
@@ -284,47 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     retain_freed_memory()  # steps free and re-allocate the same activations: keep them mapped
 
-    if args.command == "clip":
-        from training.augment import AugmentConfig
-        from training.train_clip import CLIP_AUGMENT, ClipTrainConfig, run
-
-        cfg = ClipTrainConfig(
-            data=args.data, out=args.out, image_key=args.image_key, caption_key=args.caption_key,
-            model=args.model, pretrained=args.pretrained, lock_image=args.lock_image, lock_text=args.lock_text,
-            loss=args.loss, image_tower=args.image_tower, image_size=args.image_size,
-            image_backbone=_backbone(parser, args.image_backbone), views=args.views,
-            multi_positive=args.multi_positive,
-            group_key=args.group_key, ssl_weight=args.ssl_weight, ssl_temperature=args.ssl_temperature,
-            ssl_dim=args.ssl_dim, caption_variant_keys=args.caption_variant_key,
-            augment=AugmentConfig(**{**CLIP_AUGMENT, **_augment_overrides(args)}) if args.augment else None,
-            cache_mb=args.cache_mb, channels_last=args.channels_last, batch_size=args.batch_size, workers=args.workers,
-            seed=args.seed, device=args.device, checkpoint=args.checkpoint, resume=args.resume,
-            log_file=args.log_file, val_data=args.val_data, val_label_keys=args.val_label_key,
-            val_group_key=args.val_group_key,
-            loop=_loop_config(args),
-        )
-        from training.loop import Interrupted
-
-        try:
-            run(cfg)
-        except (ValueError, FileNotFoundError) as exc:  # bad manifest, unknown model, missing files
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Interrupted as exc:
-            print(f"{exc}; continue with --resume", file=sys.stderr)
-            return 130
-    if args.command in SSL_HELP:
-        from training.loop import Interrupted
-        from training.train_ssl import run as run_ssl
-
-        try:
-            run_ssl(_ssl_config(args, _where(parser, args.where)))
-        except (ValueError, FileNotFoundError) as exc:  # bad data, backbone or options
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Interrupted as exc:
-            print(f"{exc}; continue with --resume", file=sys.stderr)
-            return 130
+    if args.command in methods:
+        return _train(methods[args.command], args)
     if args.command == "export":
         from training.export import export
 
@@ -362,20 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _backbone(parser: argparse.ArgumentParser, spec) -> dict | None:
-    from training.backbones import parse_backbone
-
-    if spec is None or isinstance(spec, dict):
-        return spec
-    try:
-        return parse_backbone(spec)
-    except ValueError as exc:
-        parser.error(f"--image-backbone: {exc}")
-
-
 def _where(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
     try:
-        return dict(w.split("=", 1) for w in items)
+        return column_values(items)
     except ValueError:
         parser.error("--where takes COLUMN=VALUE")
 

@@ -5,7 +5,7 @@ model's weights; its string metadata holds one JSON document under the key
 ``lookalike`` with
 
     format       "lookalike-encoder/1"
-    kind         "clip" | "simclr" | "moco" | "rotnet"
+    kind         "clip", or the image-only method that made it: "simclr" | "moco" | "rotnet" | ...
     arch         how to rebuild the network (for CLIP: open_clip model name + full config, and
                  "image_tower": {"backbone": spec, ...} when an image-only encoder's backbone
                  replaced the open_clip image tower;
@@ -30,9 +30,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from training.images import to_rgb
 
 FORMAT = "lookalike-encoder/1"
 OPEN_CLIP_PREFIX = "open_clip:"
+IN_TRAINING = "(in training)"  # the fingerprint of an Encoder around a model still in training
 
 
 class EncoderError(ValueError):
@@ -185,7 +187,7 @@ class Encoder:
     text_tower: Callable[[torch.Tensor], torch.Tensor] | None = None  # (B, ctx) tokens -> (B, dim)
     tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None
     logit_scale: float = 100.0
-    model: torch.nn.Module | None = None
+    model: torch.nn.Module | None = None  # the network whose weights the file holds (CLIP model; a backbone)
     meta: dict[str, Any] = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     batch_size: int = 64
@@ -301,7 +303,8 @@ def _load_file(path: Path, device: torch.device) -> Encoder:
             f"{path}: weights do not match the recorded fingerprint "
             f"({actual[:12]} != {meta['fingerprint'][:12]}); the file is damaged or was edited"
         )
-    builder = _BUILDERS.get(meta["kind"])
+    # CLIP, or an image-only method's backbone (any method's name: a new one needs nothing here)
+    builder = _build_clip if meta["kind"] == "clip" else _build_image_only if "backbone" in meta["arch"] else None
     if builder is None:
         raise EncoderError(f"{path}: unknown encoder kind {meta['kind']!r}")
     meta["source"] = str(path)
@@ -322,12 +325,19 @@ def _build_clip(meta: dict[str, Any], state_dict: dict[str, torch.Tensor], devic
 
 
 def _clip_encoder(model: torch.nn.Module, tokenizer, meta: dict[str, Any], device: torch.device) -> Encoder:
-    model = model.to(device).eval()
+    return clip_encoder(model.to(device).eval(), tokenizer, Preprocess(**meta["preprocess"]), int(meta["dim"]), device,
+                        meta)
+
+
+def clip_encoder(model: torch.nn.Module, tokenizer, preprocess: Preprocess, dim: int, device: torch.device,
+                 meta: dict[str, Any] | None = None) -> Encoder:
+    """An Encoder around an open_clip model: a loaded file's (``meta``: its header) or one in training."""
+    meta = meta if meta is not None else {}
     return Encoder(
         kind="clip",
-        dim=int(meta["dim"]),
-        fingerprint=meta["fingerprint"],
-        preprocess=Preprocess(**meta["preprocess"]),
+        dim=dim,
+        fingerprint=meta.get("fingerprint", IN_TRAINING),
+        preprocess=preprocess,
         image_tower=model.encode_image,
         text_tower=model.encode_text,
         tokenizer=tokenizer,
@@ -362,26 +372,27 @@ def _load_open_clip(spec: str, device: torch.device) -> Encoder:
 
 
 def _build_image_only(meta: dict[str, Any], state_dict: dict[str, torch.Tensor], device: torch.device) -> Encoder:
-    """SimCLR, MoCo and RotNet encoders: a backbone (its heads were dropped when saving), no text tower."""
+    """Image-only encoders (SimCLR, MoCo, RotNet, ...): a backbone (its heads were dropped when saving),
+    no text tower."""
     from training.backbones import build_backbone
 
     backbone = build_backbone(meta["arch"]["backbone"])
     backbone.load_state_dict(state_dict, strict=True)
-    backbone = backbone.to(device).eval()
+    return backbone_encoder(backbone.to(device).eval(), meta["kind"], Preprocess(**meta["preprocess"]), device, meta)
+
+
+def backbone_encoder(backbone: torch.nn.Module, kind: str, preprocess: Preprocess, device: torch.device,
+                     meta: dict[str, Any] | None = None, batch_size: int = 64) -> Encoder:
+    """An image-only Encoder around a backbone: a loaded file's (``meta``: its header) or one in training."""
+    meta = meta if meta is not None else {}
     return Encoder(
-        kind=meta["kind"],
-        dim=int(meta["dim"]),
-        fingerprint=meta["fingerprint"],
-        preprocess=Preprocess(**meta["preprocess"]),
+        kind=kind,
+        dim=int(meta.get("dim", backbone.out_dim)),
+        fingerprint=meta.get("fingerprint", IN_TRAINING),
+        preprocess=preprocess,
         image_tower=backbone,
+        model=backbone,
         meta=meta,
         device=device,
+        batch_size=batch_size,
     )
-
-
-_BUILDERS: dict[str, Callable[[dict, dict, torch.device], Encoder]] = {
-    "clip": _build_clip,
-    "simclr": _build_image_only,
-    "moco": _build_image_only,
-    "rotnet": _build_image_only,
-}

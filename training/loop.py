@@ -20,9 +20,10 @@ import os
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from tqdm.auto import tqdm
 
 from core.distributed import DistInfo
 from training.distributed import unwrap, wrap
+
+ONE_PROCESS = DistInfo()  # no process group
 
 
 @dataclass
@@ -50,21 +53,6 @@ class LoopConfig:
     checkpoint_every: int = 0  # 0: only on interrupt and at the end
     progress: bool = True
     tensorboard_dir: str | None = None  # also write logged rows as TensorBoard scalars here (needs tensorboard)
-
-
-@dataclass(kw_only=True)
-class RunFiles:
-    """What every trainer's config shares: the loop settings and the files a run reads and writes.
-    A subclass supplies ``out`` (the encoder file); the checkpoint defaults to beside it."""
-
-    checkpoint: Path | None = None  # default: OUT + ".ckpt"
-    resume: Path | None = None  # continue exactly from this checkpoint
-    log_file: Path | None = None  # JSONL of logged steps
-    loop: LoopConfig = field(default_factory=LoopConfig)
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
 
 
 def jsonable(obj: Any) -> Any:
@@ -129,7 +117,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = (device.type == "cpu" and torch.backends.mkldnn.is_available()
+              and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return "bf16" if native else "fp32"
 
 
@@ -171,7 +160,7 @@ class Interrupted(Exception):
 class Trainer:
     """Owns optimiser, schedule, scaler and checkpoints for one method."""
 
-    def __init__(self, method, cfg: LoopConfig, device: torch.device, dist: DistInfo = DistInfo(),
+    def __init__(self, method, cfg: LoopConfig, device: torch.device, dist: DistInfo = ONE_PROCESS,
                  checkpoint: Path | None = None, log_file: Path | None = None,
                  monitor: Callable[[torch.nn.Module], dict[str, float]] | None = None) -> None:
         self.method, self.cfg, self.device, self.dist = method, cfg, device, dist
@@ -179,7 +168,8 @@ class Trainer:
         self.raw_model = method.model
         self.optimizer = torch.optim.AdamW(param_groups(self.raw_model, cfg.weight_decay), lr=cfg.lr,
                                            betas=cfg.betas, eps=cfg.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup(cfg.warmup_steps, cfg.steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           cosine_with_warmup(cfg.warmup_steps, cfg.steps))
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         model = wrap(self.raw_model, dist, device)
         if cfg.compile:

@@ -14,13 +14,13 @@ from tests.service.conftest import assert_error
 def two(tmp_path_factory, micro_encoder, small_manifest):
     """One catalog; collection 'clip' indexed by the micro CLIP, 'simclr' by a tiny SimCLR encoder."""
     from training.loop import LoopConfig
-    from training.train_ssl import SSLTrainConfig, run
+    from training.methods.simclr import SimCLRConfig
+    from training.runner import run
 
     root = tmp_path_factory.mktemp("two")
     simclr = root / "simclr.safetensors"
-    run(SSLTrainConfig(method="simclr", data=small_manifest, out=simclr, image_size=32, batch_size=32, workers=0,
-                       backbone={"name": "small-cnn", "width": 8, "depth": 2},
-                       loop=LoopConfig(steps=2, progress=False)))
+    run(SimCLRConfig(data=small_manifest, out=simclr, image_size=32, batch_size=32, workers=0,
+                     backbone={"name": "small-cnn", "width": 8, "depth": 2}, loop=LoopConfig(steps=2, progress=False)))
     folder = root / "imgs"
     copy_sample(sample_rows()[:10], folder)
     url = f"sqlite:///{root / 'catalog.db'}"

@@ -9,8 +9,8 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 import tests.service.schemathesis_hooks  # noqa: E402,F401  (real images for the image parts)
-from index.job import BuildConfig, build  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
+from index.job import BuildConfig, build  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.keys import create_key  # noqa: E402
 from service.settings import Settings  # noqa: E402

@@ -9,9 +9,9 @@ import torch.multiprocessing as mp
 
 from core.distributed import DistInfo
 from tests.conftest import _free_port
-from training.clip import ClipMethod
 from training.clip_model import build_model, model_config
 from training.distributed import wrap
+from training.methods.clip import ClipMethod
 
 BATCH = 8
 
@@ -25,8 +25,8 @@ def _grads(rank: int, world_size: int, grouped: bool = False) -> dict[str, torch
     torch.manual_seed(0)
     model = build_model(model_config("lookalike-micro"))
     if grouped:  # two views, shared captions as positives, and the image-only SupCon term
-        from training.clip import ClipTrainingModel
-        from training.simclr import ProjectionHead
+        from training.methods.clip import ClipTrainingModel
+        from training.methods.simclr import ProjectionHead
 
         model = ClipTrainingModel(model, ssl_dim=16)
         # batch norm's statistics are per process (SyncBatchNorm is for GPUs): compare without it

@@ -9,7 +9,8 @@ import torch
 
 from tests.conftest import REPO, interrupt_at
 from training.loop import Interrupted, LoopConfig
-from training.train_clip import ClipTrainConfig, run
+from training.methods.clip import ClipTrainConfig
+from training.runner import run
 
 
 def _cfg(manifest, out, **kw):

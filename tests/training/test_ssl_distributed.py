@@ -14,8 +14,8 @@ from core.distributed import DistInfo
 from tests.conftest import _free_port
 from training.backbones import build_backbone
 from training.distributed import wrap
-from training.moco import MoCoMethod, MoCoModel
-from training.simclr import SimCLRMethod, SimCLRModel
+from training.methods.moco import MoCoMethod, MoCoModel
+from training.methods.simclr import SimCLRMethod, SimCLRModel
 
 BATCH = 8
 SPEC = {"name": "small-cnn", "width": 8, "depth": 2, "norm": "gn"}

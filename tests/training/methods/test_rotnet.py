@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.backbones import build_backbone
-from training.rotnet import RotNetMethod, RotNetModel, rotate_batch
+from training.methods.rotnet import RotNetMethod, RotNetModel, rotate_batch
 
 
 def _marked(b: int, size: int = 4) -> torch.Tensor:

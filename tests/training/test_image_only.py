@@ -12,9 +12,12 @@ from safetensors.torch import load_file
 from tests.conftest import REPO, SAMPLE, interrupt_at, sample_rows
 from training.data import ImageDataset, labelled_folder
 from training.encoder import NoTextTower, load_encoder, read_metadata
+from training.image_only import training_images
 from training.loop import Interrupted, LoopConfig
+from training.methods import registered
+from training.methods.simclr import build
 from training.probe import encode_labels, knn_accuracy, stratified_split
-from training.train_ssl import SSLTrainConfig, build, run, training_images
+from training.runner import run
 
 TINY = {"name": "small-cnn", "width": 4, "depth": 2}
 
@@ -34,10 +37,17 @@ def labelled(tmp_path_factory) -> Path:
 
 
 def _cfg(method, data, out, steps=2, **kw):
-    base = dict(method=method, data=data, out=out, backbone=TINY, image_size=16, batch_size=8, workers=0,
-                proj_hidden=16, proj_dim=8, queue_size=16,
+    config = registered()[method].config
+    base = dict(data=data, out=out, backbone=TINY, image_size=16, batch_size=8, workers=0,
                 loop=LoopConfig(steps=steps, lr=1e-3, warmup_steps=1, log_every=1, progress=False))
-    return SSLTrainConfig(**{**base, **kw})
+    heads = {k: v for k, v in dict(proj_hidden=16, proj_dim=8, queue_size=16).items() if k in _fields(config)}
+    return config(**{**base, **heads, **kw})
+
+
+def _fields(config) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(config)}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +100,7 @@ def test_holdout_trains_on_the_train_split_only(labelled):
 
 
 def test_views_are_seeded_by_the_sampler_key(labelled):
-    _, _, transform = build(_cfg("simclr", labelled, Path("x")))
+    transform = build(_cfg("simclr", labelled, Path("x"))).transform
     paths, _ = labelled_folder(labelled)
     ds = ImageDataset(paths, transform, seed=0)
     torch.manual_seed(1234)
@@ -182,11 +192,11 @@ def test_ssl_cli_trains_and_reports_bad_input(labelled, tmp_path, capsys):
 def test_shipped_ssl_recipes_name_only_real_options(name):
     import argparse
 
-    from training.__main__ import _ssl_parser
+    from training.__main__ import _method_parser
 
     command = next(m for m in ("simclr", "moco", "rotnet") if m in name)
     sub = argparse.ArgumentParser().add_subparsers()
-    _ssl_parser(sub, command)
+    _method_parser(sub, registered()[command])
     dests = {a.dest for a in sub.choices[command]._actions}
     values = json.loads((REPO / "training" / "recipes" / name).read_text())
     assert {k for k in values if not k.startswith("_")} <= dests

@@ -1,4 +1,5 @@
-"""MoCo v2: a query encoder trained against a momentum-averaged key encoder and a queue of past keys.
+"""``python -m training moco``, MoCo v2: a query encoder trained against a momentum-averaged key encoder and a
+queue of past keys.
 
 The key encoder (backbone + head) and the queue live in the model as a frozen copy and
 buffers, so checkpoints hold them and a resumed run continues exactly. The Trainer calls
@@ -19,9 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.distributed import DistInfo
+from training import image_only
+from training.augment import Views, simclr_transform
+from training.backbones import build_backbone
 from training.distributed import unwrap
+from training.image_only import ImageOnlyConfig, Task, preprocess_for
+from training.loop import ONE_PROCESS
 from training.losses import gather_no_grad, info_nce_with_queue
-from training.simclr import ProjectionHead
+from training.methods.simclr import ProjectionHead
+from training.options import option
 
 
 class MoCoModel(nn.Module):
@@ -88,3 +96,28 @@ class MoCoMethod:
 
     def after_step(self) -> None:
         unwrap(self.model).momentum_update(self.momentum)
+
+
+@dataclass
+class MoCoConfig(ImageOnlyConfig):
+    temperature: float = option(0.2, "contrastive temperature")
+    proj_hidden: int = option(512, "projection head hidden width")
+    proj_dim: int = option(128, "projection head output width")
+    momentum: float = option(0.99, "key encoder momentum")
+    queue_size: int = option(4096, "negatives kept from earlier batches")
+    symmetric: bool = option(False, "symmetrised loss (both views as queries)")
+    batch_augment: bool = option(True, "decode the images once into memory and augment whole batches at once "
+                                 "(without blur); --no-batch-augment: torchvision's transforms one view at a time")
+    cache_mb: float = option(1024.0, "the in-memory images' limit (MiB)", cli_default=1024)
+
+
+def build(cfg: MoCoConfig, dist: DistInfo = ONE_PROCESS) -> Task:
+    model = MoCoModel(build_backbone(cfg.backbone), cfg.proj_hidden, cfg.proj_dim, cfg.queue_size)
+    step = MoCoMethod(model, cfg.temperature, cfg.momentum, cfg.symmetric, dist.rank, dist.world_size)
+    transform = Views(simclr_transform(preprocess_for(cfg), cfg.augmentation))
+    return Task(model, step, transform, batched=cfg.batch_augment, cache_mb=cfg.cache_mb,
+                summary={"temperature": cfg.temperature})
+
+
+METHOD = image_only.method("moco", "train a MoCo v2 image encoder (no labels): momentum key encoder and a queue of "
+                           "negatives", MoCoConfig, build)

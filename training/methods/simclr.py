@@ -1,4 +1,4 @@
-"""SimCLR: a backbone, a projection head, and NT-Xent between two augmented views of each image.
+"""``python -m training simclr``: a backbone, a projection head, and NT-Xent between two augmented views of each image.
 
 Only the backbone goes into the encoder file; the projection head is a training device
 (SimCLR's finding: features before the head transfer better).
@@ -11,7 +11,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core.distributed import DistInfo
+from training import image_only
+from training.augment import Views, simclr_transform
+from training.backbones import build_backbone
+from training.image_only import ImageOnlyConfig, Task, preprocess_for
+from training.loop import ONE_PROCESS
 from training.losses import nt_xent
+from training.options import option
 
 
 class ProjectionHead(nn.Sequential):
@@ -57,3 +64,30 @@ class SimCLRMethod:
             z1, z2 = self.model(view1), self.model(view2)  # (B, out_dim) each
         loss = nt_xent(z1, z2, self.temperature, self.rank, self.world_size)
         return {"loss": loss}
+
+
+@dataclass
+class SimCLRConfig(ImageOnlyConfig):
+    temperature: float = option(0.5, "contrastive temperature")
+    proj_hidden: int = option(512, "projection head hidden width")
+    proj_dim: int = option(128, "projection head output width")
+    separate_views: bool = option(False, "one forward pass per view (batch norm statistics per view, as lightly's "
+                                  "examples do) instead of one over both views (SimCLR's joint statistics); on CPUs "
+                                  "a smaller batch per pass can be faster")
+    # decode the images once into memory (when they fit in cache_mb) and augment whole batches
+    # (training.batch_augment) instead of one view at a time with torchvision; needs blur_prob 0
+    batch_augment: bool = option(True, "decode the images once into memory and augment whole batches at once "
+                                 "(without blur); --no-batch-augment: torchvision's transforms one view at a time")
+    cache_mb: float = option(1024.0, "the in-memory images' limit (MiB)", cli_default=1024)
+
+
+def build(cfg: SimCLRConfig, dist: DistInfo = ONE_PROCESS) -> Task:
+    model = SimCLRModel(build_backbone(cfg.backbone), cfg.proj_hidden, cfg.proj_dim)
+    step = SimCLRMethod(model, cfg.temperature, dist.rank, dist.world_size, joint_views=not cfg.separate_views)
+    transform = Views(simclr_transform(preprocess_for(cfg), cfg.augmentation))
+    return Task(model, step, transform, batched=cfg.batch_augment, cache_mb=cfg.cache_mb,
+                summary={"temperature": cfg.temperature})
+
+
+METHOD = image_only.method("simclr", "train a SimCLR image encoder (no labels): two augmented views, NT-Xent",
+                           SimCLRConfig, build)

@@ -1,4 +1,5 @@
-"""RotNet (Gidaris et al. 2018): learn features by predicting which of 0/90/180/270 degrees an image was turned.
+"""``python -m training rotnet``, RotNet (Gidaris et al. 2018): learn features by predicting which of 0/90/180/270
+degrees an image was turned.
 
 The rotation head is dropped from the encoder file; the backbone's pooled features are the embedding.
 """
@@ -10,6 +11,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core.distributed import DistInfo
+from training import image_only
+from training.augment import AugmentConfig, Views, light_transform
+from training.backbones import build_backbone
+from training.image_only import ImageOnlyConfig, Task, preprocess_for
+from training.loop import ONE_PROCESS
 
 ROTATIONS = 4  # label r <-> r * 90 degrees counter-clockwise
 
@@ -47,3 +55,20 @@ class RotNetMethod:
         logits = self.model(x)
         return {"loss": F.cross_entropy(logits.float(), y),
                 "rotation_acc": (logits.detach().argmax(dim=1) == y).float().mean()}
+
+
+@dataclass
+class RotNetConfig(ImageOnlyConfig):
+    """RotNet has no options beyond the image-only methods' own."""
+
+
+def build(cfg: RotNetConfig, dist: DistInfo = ONE_PROCESS) -> Task:
+    model = RotNetModel(build_backbone(cfg.backbone))
+    # the crop and flip of the augmentation settings; colour and rotation ops are not RotNet's pretext
+    aug = cfg.augment or AugmentConfig(min_scale=0.5)
+    transform = Views(light_transform(preprocess_for(cfg), aug.min_scale, aug.flip_prob), n=1)
+    return Task(model, RotNetMethod(model), transform)
+
+
+METHOD = image_only.method("rotnet", "train a RotNet image encoder (no labels): predict 0/90/180/270 degree "
+                           "rotations", RotNetConfig, build)

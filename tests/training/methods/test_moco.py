@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.backbones import build_backbone
-from training.moco import MoCoMethod, MoCoModel
+from training.methods.moco import MoCoMethod, MoCoModel
 
 SPEC = {"name": "small-cnn", "width": 4, "depth": 1, "norm": "bn"}
 

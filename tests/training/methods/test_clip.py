@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.conftest import REPO
-from training.clip import ClipMethod
 from training.clip_model import build_model, model_config
 from training.encoder import load_encoder, read_metadata
+from training.methods.clip import ClipMethod
 
 
 def naive_clip_loss(image_features, text_features, logit_scale):
@@ -70,7 +70,8 @@ def test_temperature_is_clamped_at_100():
 def test_training_learns_the_sample(small_manifest, tmp_path):
     """60 steps on 96 pairs: text->image recall@5 must rise well above the untrained encoder's."""
     from training.loop import LoopConfig
-    from training.train_clip import ClipTrainConfig, run
+    from training.methods.clip import ClipTrainConfig
+    from training.runner import run
 
     result = run(ClipTrainConfig(
         data=small_manifest, out=tmp_path / "e.safetensors", image_key="file", caption_key="name",
@@ -86,7 +87,8 @@ def test_training_learns_the_sample(small_manifest, tmp_path):
 def test_siglip_training_learns_and_loads(small_manifest, tmp_path):
     """--loss siglip: the run adds a logit bias to the model, learns, and the file loads with it."""
     from training.loop import LoopConfig
-    from training.train_clip import ClipTrainConfig, run
+    from training.methods.clip import ClipTrainConfig
+    from training.runner import run
 
     result = run(ClipTrainConfig(
         data=small_manifest, out=tmp_path / "s.safetensors", image_key="file", caption_key="name",
@@ -146,10 +148,11 @@ def test_shipped_recipes_name_only_real_options(name):
     import argparse
     import json
 
-    from training.__main__ import _clip_parser
+    from training.__main__ import _method_parser
+    from training.methods import registered
 
     sub = argparse.ArgumentParser().add_subparsers()
-    _clip_parser(sub)
+    _method_parser(sub, registered()["clip"])
     dests = {a.dest for a in sub.choices["clip"]._actions}
     values = json.loads((REPO / "training" / "recipes" / name).read_text())
     assert {k for k in values if not k.startswith("_")} <= dests
@@ -162,14 +165,14 @@ def test_a_simclr_encoder_as_the_image_tower(small_manifest, tmp_path, locked):
     from safetensors.torch import load_file
 
     from training.loop import LoopConfig
-    from training.train_clip import ClipTrainConfig, run
-    from training.train_ssl import SSLTrainConfig
-    from training.train_ssl import run as run_ssl
+    from training.methods.clip import ClipTrainConfig
+    from training.methods.simclr import SimCLRConfig
+    from training.runner import run
 
     simclr = tmp_path / "simclr.safetensors"
-    run_ssl(SSLTrainConfig(method="simclr", data=small_manifest, out=simclr, image_size=32, batch_size=32,
-                           backbone={"name": "small-cnn", "width": 8, "depth": 2}, workers=0,
-                           loop=LoopConfig(steps=3, progress=False)))
+    run(SimCLRConfig(data=small_manifest, out=simclr, image_size=32, batch_size=32,
+                     backbone={"name": "small-cnn", "width": 8, "depth": 2}, workers=0,
+                     loop=LoopConfig(steps=3, progress=False)))
     source = load_encoder(simclr)
     out = tmp_path / "lit.safetensors"
     result = run(ClipTrainConfig(
@@ -192,7 +195,8 @@ def test_a_simclr_encoder_as_the_image_tower(small_manifest, tmp_path, locked):
 
 
 def test_image_tower_must_be_image_only(tmp_path, micro_encoder, small_manifest):
-    from training.train_clip import ClipTrainConfig, run
+    from training.methods.clip import ClipTrainConfig
+    from training.runner import run
 
     with pytest.raises(ValueError, match="image-only encoder"):
         run(ClipTrainConfig(data=small_manifest, out=tmp_path / "x.safetensors", image_key="file",
@@ -206,7 +210,8 @@ def test_the_default_recipe_learns_cross_vendor_matches_and_loads(small_manifest
     from training.eval_clip import EvalConfig
     from training.eval_clip import run as evaluate
     from training.loop import LoopConfig
-    from training.train_clip import ClipTrainConfig, run
+    from training.methods.clip import ClipTrainConfig
+    from training.runner import run
 
     def cfg(out, steps):
         return ClipTrainConfig(data=small_manifest, out=out, image_key="file", caption_key="name", batch_size=48,
