@@ -32,6 +32,7 @@ import numpy as np
 
 from index.catalog import Catalog
 from index.choose import choose_index
+from index.families import family_of
 from index.version import IndexVersion
 
 COMPACT_DEAD = 0.2  # tombstones / stored vectors above which an update rebuilds instead
@@ -40,12 +41,8 @@ CHOICE_MARGIN = 0.1  # how far past a boundary of the automatic choice the count
 
 
 def kind(factory: str) -> str:
-    """The family of an index factory string: Flat, HNSW, IVF-Flat, IVF-PQ, or the string itself."""
-    if factory.startswith("HNSW"):
-        return "HNSW"
-    if factory.startswith("IVF"):
-        return "IVF-" + ("PQ" if ",PQ" in factory else factory.partition(",")[2])
-    return factory
+    """The family of an index factory string (Flat, HNSW, IVF-Flat, IVF-PQ, ...; see ``index.families``)."""
+    return family_of(factory).name
 
 
 @dataclass
@@ -126,19 +123,9 @@ def rebuild_reason(version: IndexVersion, change: Diff, memory_budget: int | Non
 
 
 def update_mode(index: faiss.Index) -> str | None:
-    """How ``index`` takes removals: ``"remove"`` (FAISS removes by id: inverted lists at the top,
-    or flat codes under an id map -- Flat, PQ, SQ), ``"tombstones"`` (an HNSW/NSG graph under an id
-    map, which cannot remove) or None (anything else -- e.g. a PCA/OPQ transform, or an IVF under an
-    id map, whose lists hold positions that a removal would shift: only a rebuild is safe)."""
-    if isinstance(index, faiss.IndexIVF):
-        return "remove"
-    if hasattr(index, "id_map"):
-        inner = faiss.downcast_index(index.index)
-        if isinstance(inner, faiss.IndexFlatCodes):
-            return "remove"
-        if isinstance(inner, (faiss.IndexHNSW, faiss.IndexNSG)):
-            return "tombstones"
-    return None
+    """How ``index`` takes removals: ``"remove"`` (FAISS removes by id), ``"tombstones"`` (dead storage
+    positions that every search leaves out) or None (only a rebuild is safe); its family decides."""
+    return family_of(index).removal(index)
 
 
 @dataclass
