@@ -14,8 +14,9 @@ from index.families.flat import Flat
 from index.families.hnsw import HNSW
 from index.families.ivf_flat import IVFFlat
 from index.families.ivf_pq import IVFPQ
+from index.families.ivf_pq_refine import IVFPQRefine
 
-FAMILIES: tuple[Family, ...] = (Flat(), HNSW(), IVFFlat(), IVFPQ(), Composite())
+FAMILIES: tuple[Family, ...] = (Flat(), HNSW(), IVFFlat(), IVFPQ(), IVFPQRefine(), Composite())
 
 __all__ = ["FAMILIES", "Family", "Knob", "Removal", "family_of"]
 
