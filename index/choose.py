@@ -6,6 +6,8 @@ The rule follows autofaiss's reasoning, written small enough to read:
 - the graph fits the budget and the count is moderate: ``HNSW32`` — the fastest queries at high
   recall when memory allows (each vector keeps its float32 copy plus ~2·32 neighbour links);
 - the raw vectors fit: ``IVF{nlist},Flat`` — exact distances within the probed lists;
+- half of them fit: ``IVF{nlist},PQ{m},Refine(SQfp16)`` — codes (``m`` ≤ dim/4 bytes) pick
+  candidates in the probed lists, float16 copies rank them: recall near IVF-Flat's;
 - otherwise: ``IVF{nlist},PQ{m}`` with the largest ``m`` (bytes per vector) that fits.
 
 ``nlist`` is about 4·√n, a power of two, with at least ``MIN_POINTS_PER_LIST`` training vectors
@@ -63,6 +65,11 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
     return family_of(factory).estimate_bytes(factory, n, dim)
 
 
+def pq_bytes(dim: int, most: int) -> int:
+    """The largest PQ code size (bytes, one per sub-vector) of at most ``most`` that divides ``dim``."""
+    return max(m for m in range(1, max(1, most) + 1) if dim % m == 0)
+
+
 def choose_index(n: int, dim: int, memory_budget: int) -> IndexChoice:
     """The index to build for ``n`` vectors of ``dim`` floats within ``memory_budget`` bytes."""
     if n <= 0:
@@ -79,6 +86,11 @@ def choose_index(n: int, dim: int, memory_budget: int) -> IndexChoice:
     if estimate_bytes(ivf_flat, n, dim) <= memory_budget:
         return IndexChoice(ivf_flat, "raw vectors fit the budget, the graph does not: inverted lists over "
                            "exact vectors", estimate_bytes(ivf_flat, n, dim), {"nlist": nlist})
+    m = pq_bytes(dim, min(64, dim // 4))
+    refined = f"IVF{nlist},PQ{m},Refine(SQfp16)"
+    if estimate_bytes(refined, n, dim) <= memory_budget:
+        return IndexChoice(refined, "float16 copies fit the budget, raw vectors do not: PQ codes find candidates, "
+                           "the copies rank them", estimate_bytes(refined, n, dim), {"nlist": nlist, "m": m})
     for m in sorted((m for m in range(1, min(dim, 64) + 1) if dim % m == 0), reverse=True):
         factory = f"IVF{nlist},PQ{m}"
         if estimate_bytes(factory, n, dim) <= memory_budget:
