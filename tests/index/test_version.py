@@ -6,7 +6,13 @@ import pytest
 
 from index.faiss_build import fill, new_index
 from index.version import (
-    EncoderMismatch, IndexVersionError, current_name, open_current, open_version, prune, publish,
+    EncoderMismatch,
+    IndexVersionError,
+    current_name,
+    open_current,
+    open_version,
+    prune,
+    publish,
 )
 
 
