@@ -108,8 +108,8 @@ def _main(argv: list[str] | None) -> int:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
     if args.command == "build":
-        from index.fetch import FetchLimits
         from core.malloc import retain_freed_memory
+        from index.fetch import FetchLimits
         from index.job import BuildConfig, build
 
         retain_freed_memory()  # each batch frees and re-allocates the same activations

@@ -6,34 +6,38 @@ The rule follows autofaiss's reasoning, written small enough to read:
 - the graph fits the budget and the count is moderate: ``HNSW32`` — the fastest queries at high
   recall when memory allows (each vector keeps its float32 copy plus ~2·32 neighbour links);
 - the raw vectors fit: ``IVF{nlist},Flat`` — exact distances within the probed lists;
+- half of them fit: ``IVF{nlist},PQ{m},Refine(SQfp16)`` — codes (``m`` ≤ dim/4 bytes) pick
+  candidates in the probed lists, float16 copies rank them: recall near IVF-Flat's;
 - otherwise: ``IVF{nlist},PQ{m}`` with the largest ``m`` (bytes per vector) that fits.
 
 ``nlist`` is about 4·√n, a power of two, with at least ``MIN_POINTS_PER_LIST`` training vectors
 per list (FAISS warns below 39). Memory estimates are for the index alone, as FAISS stores it.
 
-``tune`` then raises ``nprobe`` (IVF) or ``efSearch`` (HNSW) until recall@k against exact search
-reaches the target, on queries drawn from the indexed vectors themselves with each query's own
-entry left out of both answers (it is always found, and would count as a free hit); the value is
-stored in the version's manifest and applied whenever the version is opened.
+``tune`` then raises the family's search parameters (``nprobe`` for IVF, ``efSearch`` for HNSW; see
+``index.families``) until recall@k against exact search reaches the target, on queries drawn from
+the indexed vectors themselves with each query's own entry left out of both answers (it is always
+found, and would count as a free hit); the values are stored in the version's manifest and applied
+whenever the version is opened.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
 from index.faiss_build import new_index, train, training_size
+from index.families import Knob, family_of
 
 EXACT_BELOW = 20_000
 HNSW_M = 32
 HNSW_MAX = 5_000_000
 MIN_POINTS_PER_LIST = 39
-ID_BYTES = 8
 TIMING_ROUNDS = 3  # exact vs tuned search, alternated; the best of each decides whether the index pays
 TIMED_QUERIES = 100  # single-query searches per timing round
 TUNING_QUERIES = 500  # indexed vectors that tuning searches with
@@ -57,22 +61,13 @@ def n_lists(n: int) -> int:
 
 
 def estimate_bytes(factory: str, n: int, dim: int) -> int:
-    """The memory an index of ``n`` vectors needs, roughly as FAISS lays it out."""
-    if factory == "Flat":
-        return n * (dim * 4 + ID_BYTES)
-    if factory.startswith("HNSW"):
-        m = int(factory[4:].split(",")[0] or HNSW_M)
-        return n * (dim * 4 + 2 * m * 4 + ID_BYTES + 8)  # vectors, level-0 links, id map, level bookkeeping
-    if factory.startswith("IVF"):
-        head, _, codes = factory.partition(",")
-        nlist = int(head[3:])
-        centroids = nlist * dim * 4
-        if codes == "Flat":
-            return centroids + n * (dim * 4 + ID_BYTES)
-        if codes.startswith("PQ"):
-            m = int(codes[2:].split("x")[0])
-            return centroids + 256 * dim * 4 + n * (m + ID_BYTES)
-    raise ValueError(f"no memory estimate for factory {factory!r}")
+    """The memory an index of ``n`` vectors needs, roughly as FAISS lays it out (its family's estimate)."""
+    return family_of(factory).estimate_bytes(factory, n, dim)
+
+
+def pq_bytes(dim: int, most: int) -> int:
+    """The largest PQ code size (bytes, one per sub-vector) of at most ``most`` that divides ``dim``."""
+    return max(m for m in range(1, max(1, most) + 1) if dim % m == 0)
 
 
 def choose_index(n: int, dim: int, memory_budget: int) -> IndexChoice:
@@ -91,6 +86,11 @@ def choose_index(n: int, dim: int, memory_budget: int) -> IndexChoice:
     if estimate_bytes(ivf_flat, n, dim) <= memory_budget:
         return IndexChoice(ivf_flat, "raw vectors fit the budget, the graph does not: inverted lists over "
                            "exact vectors", estimate_bytes(ivf_flat, n, dim), {"nlist": nlist})
+    m = pq_bytes(dim, min(64, dim // 4))
+    refined = f"IVF{nlist},PQ{m},Refine(SQfp16)"
+    if estimate_bytes(refined, n, dim) <= memory_budget:
+        return IndexChoice(refined, "float16 copies fit the budget, raw vectors do not: PQ codes find candidates, "
+                           "the copies rank them", estimate_bytes(refined, n, dim), {"nlist": nlist, "m": m})
     for m in sorted((m for m in range(1, min(dim, 64) + 1) if dim % m == 0), reverse=True):
         factory = f"IVF{nlist},PQ{m}"
         if estimate_bytes(factory, n, dim) <= memory_budget:
@@ -99,18 +99,6 @@ def choose_index(n: int, dim: int, memory_budget: int) -> IndexChoice:
     smallest = estimate_bytes(f"IVF{nlist},PQ1", n, dim)
     raise ValueError(f"{n} vectors of dim {dim} do not fit {memory_budget / 2**20:.0f} MiB even as 1-byte PQ codes "
                      f"(need ~{smallest / 2**20:.0f} MiB); raise --memory-budget")
-
-
-def search_parameter(index: faiss.Index) -> tuple[str, list[int]] | None:
-    """The knob that trades speed for recall on ``index`` and the values to try, or None (exact index)."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        values = [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v < ivf.nlist] + [ivf.nlist]
-        return "nprobe", values
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    if isinstance(inner, faiss.IndexHNSW):
-        return "efSearch", [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
-    return None
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -180,22 +168,11 @@ class ExactNeighbours:
         return self.heap.I
 
 
-def exact_search(index: faiss.Index) -> Callable[[np.ndarray, int], Any] | None:
-    """A search over every vector that ``index`` stores at full precision, to time the index against
-    exact search without a second copy of the vectors: an HNSW graph's stored vectors (None for
-    other kinds; ``build_from`` then times brute force over the training sample, scaled)."""
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    if isinstance(inner, faiss.IndexHNSW):
-        storage = inner.storage
-        return lambda one, k: storage.search(one, k)
-    return None
-
-
 def tune(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, target_recall: float = 0.95, k: int = 10,
          queries: int = 500, seed: int = 0, time_search: bool = True) -> dict[str, Any]:
     """``tune_on`` with ``queries`` of the indexed vectors (in memory) as queries, their exact
     neighbours by brute force as the truth, and brute force over them as exact search's timing."""
-    if search_parameter(index) is None or len(vectors) < 2:
+    if not family_of(index).knobs(index) or len(vectors) < 2:
         return tune_on(index, np.zeros((0, index.d), np.float32), np.zeros(0, np.int64), None, target_recall, k)
     source = ArraySource(vectors, ids)
     flat = source.vectors  # exact search's database, for truth and timing
@@ -213,25 +190,50 @@ def tuning_queries(source: VectorSource, queries: int, seed: int = 0) -> tuple[n
     return np.ascontiguousarray(q, dtype=np.float32), np.asarray(own, dtype=np.int64)
 
 
+def smallest_reaching(knob: Knob, target: float, measure: Callable[[int], tuple[float, float]]) -> tuple[int, float]:
+    """The smallest value of ``knob`` whose measured recall reaches ``target``, and that recall:
+    the values in turn until one does, then a bisection between it and the last that fell short,
+    to within 1/8 (a 1.2x overshoot of efSearch costs 1.2x the query time). When none reaches
+    it, the largest value (the closest the index gets). ``measure(value)`` -> (recall, seconds)."""
+    below, best = None, None
+    for value in knob.values:
+        recall, _ = measure(value)
+        if recall >= target:
+            best = (value, recall)
+            break
+        below = value
+    if best is None:
+        return knob.values[-1], recall
+    if below is not None:
+        low, high = below, best[0]
+        while high - low > max(1, high // 8):
+            mid = (low + high) // 2
+            recall, _ = measure(mid)
+            if recall >= target:
+                high, best = mid, (mid, recall)
+            else:
+                low = mid
+    return best
+
+
 def tune_on(index: faiss.Index, q: np.ndarray, own: np.ndarray, neighbours: np.ndarray | None,
             target_recall: float = 0.95, k: int = 10,
             exact: Callable[[np.ndarray, int], Any] | None = None, exact_scale: float = 1.0) -> dict[str, Any]:
-    """Set the smallest search parameter whose recall@k reaches ``target_recall``; returns what was measured.
+    """Set the smallest search parameters whose recall@k reaches ``target_recall``; returns what was measured.
 
     ``q`` are indexed vectors (ids ``own``) and ``neighbours`` their exact top-(k + 1) ids; each
     query's own entry is left out of both answers (it is always found, and would count as a free hit).
-    The values double until one reaches the target, then a bisection between it and the last
-    that fell short narrows it to within 1/8 (a 1.2x overshoot of efSearch costs 1.2x the query
-    time). When ``exact`` (a search over every vector) is given, also timed, one query at a time on
-    ``TIMED_QUERIES`` of the queries, alternately and best of ``TIMING_ROUNDS``: exact search
-    (``exact_seconds``, multiplied by ``exact_scale`` when ``exact`` scans only part of the
-    vectors) and the index at the chosen value (``seconds``), so a caller can see whether the
-    approximation pays.
+    The family's knobs are tuned in its order with ``smallest_reaching``; while one is tuned, those
+    after it stay at their largest value, and of the recall lost to the target each knob gets an
+    equal share (two knobs at 0.95: the first to 0.975, then the second to 0.95). When ``exact`` (a
+    search over every vector) is given, also timed, one query at a time on ``TIMED_QUERIES`` of the
+    queries, alternately and best of ``TIMING_ROUNDS``: exact search (``exact_seconds``, multiplied
+    by ``exact_scale`` when ``exact`` scans only part of the vectors) and the index at the chosen
+    values (``seconds``), so a caller can see whether the approximation pays.
     """
-    knob = search_parameter(index)
-    if knob is None:
+    knobs = family_of(index).knobs(index)
+    if not knobs:
         return {"params": {}, "recall": 1.0, "k": k, "note": "exact index"}
-    name, values = knob
     if len(q) == 0 or index.ntotal < 2:
         return {"params": {}, "recall": 1.0, "k": k, "note": "a single vector: nothing to tune"}
     k = min(k, neighbours.shape[1] - 1)
@@ -239,36 +241,25 @@ def tune_on(index: faiss.Index, q: np.ndarray, own: np.ndarray, neighbours: np.n
     space = faiss.ParameterSpace()
     tried: list[dict[str, Any]] = []
 
-    def measure(value: int) -> tuple[float, float]:
-        space.set_index_parameter(index, name, value)
+    def measure(settings: dict[str, int]) -> tuple[float, float]:
+        for name, value in settings.items():
+            space.set_index_parameter(index, name, value)
         started = time.perf_counter()
         found = index.search(q, k + 1)[1]
         seconds = time.perf_counter() - started
         recall = recall_at_k(without_self(found, own, k), truth)
-        tried.append({name: value, "recall": round(recall, 4), "seconds": round(seconds, 4)})
+        tried.append({**settings, "recall": round(recall, 4), "seconds": round(seconds, 4)})
         return recall, seconds
 
-    below, best = None, None
-    for value in values:
-        recall, seconds = measure(value)
-        if recall >= target_recall:
-            best = (value, recall, seconds)
-            break
-        below = value
-    if best is None:  # the largest value falls short: keep it, the closest the index gets
-        best = (values[-1], recall, seconds)
-    elif below is not None:
-        low, high = below, best[0]
-        while high - low > max(1, high // 8):
-            mid = (low + high) // 2
-            recall, seconds = measure(mid)
-            if recall >= target_recall:
-                high, best = mid, (mid, recall, seconds)
-            else:
-                low = mid
-    value, recall, _ = best
-    space.set_index_parameter(index, name, value)
-    result = {"params": {name: value}, "recall": recall, "k": k, "target": target_recall, "queries": len(q),
+    chosen: dict[str, int] = {}
+    for i, knob in enumerate(knobs):
+        later = {after.name: after.values[-1] for after in knobs[i + 1:]}
+        goal = 1 - (1 - target_recall) * (i + 1) / len(knobs)
+        chosen[knob.name], recall = smallest_reaching(
+            knob, goal, lambda value, knob=knob, later=later: measure({**chosen, knob.name: value, **later}))
+    for name, value in chosen.items():
+        space.set_index_parameter(index, name, value)
+    result = {"params": chosen, "recall": recall, "k": k, "target": target_recall, "queries": len(q),
               "tried": tried}
     if exact is None:
         return result
@@ -310,7 +301,7 @@ def build_from(source: VectorSource, factory: str, memory_budget: int, target_re
 
     An automatic choice that, tuned to the target recall, answers no faster than exact search (one
     query at a time, on ``TIMED_QUERIES`` of the tuning queries; exact search over the index's own
-    full-precision vectors, see ``exact_search``, or brute force over up to ``TIMING_SAMPLE`` of the
+    full-precision vectors, see ``Family.exact_search``, or brute force over up to ``TIMING_SAMPLE`` of the
     training sample, scaled to every vector) is replaced by ``Flat`` when that fits the budget
     (a second pass over the source): exact results at the same or better speed. (Data whose
     neighbours are hard to tell apart, e.g. many near duplicates, can need so large an
@@ -334,13 +325,13 @@ def build_from(source: VectorSource, factory: str, memory_budget: int, target_re
         train(index, sample)
     q, own = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
     neighbours = None
-    if search_parameter(index) is not None and n >= 2:
+    if family_of(index).knobs(index) and n >= 2:
         q, own = tuning_queries(source, TUNING_QUERIES, seed)
         neighbours = ExactNeighbours(q, min(TUNING_K, n - 1) + 1)
     fill_from(index, source, neighbours)
     exact, scale = None, 1.0
     if factory == "auto":  # the timings decide only then
-        exact = exact_search(index)
+        exact = family_of(index).exact_search(index)
         if exact is None and sample is not None and len(sample):
             # brute force over part of the training sample, scaled to every vector: a scan's cost is
             # linear in the vectors, and TIMING_SAMPLE of them is already past the CPU's caches
@@ -352,8 +343,8 @@ def build_from(source: VectorSource, factory: str, memory_budget: int, target_re
     flat_bytes = estimate_bytes("Flat", n, dim)
     if (factory == "auto" and choice.factory != "Flat" and "exact_seconds" in tuning
             and tuning["seconds"] >= tuning["exact_seconds"] and flat_bytes <= memory_budget):
-        (name, value), = tuning["params"].items()
-        reason = (f"{choice.factory} needed {name}={value} for recall@{tuning['k']} {tuning['recall']:.3f} and then "
+        settings = ", ".join(f"{name}={value}" for name, value in tuning["params"].items())
+        reason = (f"{choice.factory} needed {settings} for recall@{tuning['k']} {tuning['recall']:.3f} and then "
                   f"searched no faster than exact search ({tuning['seconds']:.3f} s vs "
                   f"{tuning['exact_seconds']:.3f} s for {tuning['timed_queries']} single-query searches): exact search")
         rejected = {"factory": choice.factory, **tuning}

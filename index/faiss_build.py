@@ -13,32 +13,17 @@ import logging
 import faiss
 import numpy as np
 
+from index.families import family_of
+from index.families.inverted_lists import MAX_TRAIN as MAX_TRAIN  # benches size samples with it
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "Flat"
-# Candidates examined per insertion when an HNSW graph is built. FAISS's default is 40; at 80
-# the graph costs ~1.6x the build time and gives ~2 points more recall@10 at the same query
-# speed (bench/index_choice.py's data, 200k vectors: 0.870 -> 0.890 at efSearch 256).
-HNSW_EF_CONSTRUCTION = 80
 
 
 def new_index(dim: int, factory: str = DEFAULT_FACTORY) -> faiss.Index:
-    """An empty index for ``factory``; ids are caller-supplied (IVF keeps them itself, others via IDMap2)."""
-    if factory.startswith("IVF") or factory.startswith("IDMap"):
-        spec = factory
-    else:
-        spec = f"IDMap2,{factory}"
-    try:
-        index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise ValueError(f"FAISS cannot build {spec!r}: {str(exc).strip().splitlines()[-1]}") from None
-    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
-    if isinstance(inner, faiss.IndexHNSW):
-        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    return index
-
-
-MAX_TRAIN = 256  # training vectors per IVF list (FAISS's own guidance: 30-256)
+    """An empty index for ``factory`` that stores the caller's ids, as its family builds it (``index.families``)."""
+    return family_of(factory).new_index(dim, factory)
 
 
 def faiss_gpus() -> int:
@@ -64,12 +49,8 @@ def _train_on_gpus(index: faiss.Index, ivf: faiss.IndexIVF, sample: np.ndarray) 
 
 
 def training_size(index: faiss.Index, n: int) -> int:
-    """How many of ``n`` vectors to train ``index`` on: none when it needs no training, at most
-    MAX_TRAIN per list for IVF, all of them otherwise (e.g. a PCA or PQ stage)."""
-    if index.is_trained:
-        return 0
-    ivf = faiss.try_extract_index_ivf(index)
-    return min(n, MAX_TRAIN * ivf.nlist) if ivf is not None else n
+    """How many of ``n`` vectors to train ``index`` on (0: none), as its family says."""
+    return family_of(index).training_size(index, n)
 
 
 def train(index: faiss.Index, sample: np.ndarray, use_gpu: bool = True) -> None:

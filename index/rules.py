@@ -16,8 +16,9 @@ from functools import cached_property
 import numpy as np
 
 from index.choose import choose_index
+from index.families import family_of
 from index.manifest import IndexPolicy
-from index.update import Diff, diff, kind, update_mode
+from index.update import Diff, diff
 from index.version import IndexVersion
 
 COMPACT_DEAD = 0.2  # tombstones / stored vectors above which an update rebuilds instead
@@ -121,7 +122,7 @@ def no_items_left(s: Situation) -> str | None:
 @rule
 def not_updatable_in_place(s: Situation) -> str | None:
     """An index FAISS can neither remove from nor tombstone (a PCA/OPQ transform, an IVF under an id map)."""
-    if s.current is None or update_mode(s.current.index) is not None:
+    if s.current is None or family_of(s.current.index).removal(s.current.index) is not None:
         return None
     return f"a {s.current.manifest.factory} index cannot be updated in place"
 
@@ -148,11 +149,11 @@ def automatic_choice_differs(s: Situation) -> str | None:
     manifest, live = s.current.manifest, s.change.live
     rejected = manifest.choice.rejected if manifest.choice is not None else None
     # A Flat index chosen because the tuned approximation did not pay keeps its rejected candidate.
-    chosen = kind((rejected or {}).get("factory", manifest.factory))
+    chosen = family_of((rejected or {}).get("factory", manifest.factory)).name
     budget = s.policy.memory_budget
-    now = kind(choose_index(live, manifest.dim, budget).factory)
+    now = family_of(choose_index(live, manifest.dim, budget).factory).name
     back = live * (1 - CHOICE_MARGIN) if live > manifest.tuned_for else live * (1 + CHOICE_MARGIN)
-    if now != chosen and kind(choose_index(max(1, int(back)), manifest.dim, budget).factory) == now:
+    if now != chosen and family_of(choose_index(max(1, int(back)), manifest.dim, budget).factory).name == now:
         return f"the automatic choice for {live} items is {now}, not {chosen}"
     return None
 
@@ -162,7 +163,7 @@ def too_many_tombstones(s: Situation) -> str | None:
     """After the update, tombstones would pass ``COMPACT_DEAD`` of the stored vectors: compaction."""
     if s.current is None:
         return None
-    removes = update_mode(s.current.index) == "remove"
+    removes = family_of(s.current.index).removal(s.current.index) == "remove"
     change = s.change
     stored = s.current.index.ntotal - (len(change.remove) if removes else 0) + len(change.add)
     dead = len(s.current.tombstones) + (0 if removes else len(change.remove))

@@ -22,16 +22,8 @@ import faiss
 import numpy as np
 
 from index.catalog import Catalog
+from index.families import family_of
 from index.version import IndexVersion
-
-
-def kind(factory: str) -> str:
-    """The family of an index factory string: Flat, HNSW, IVF-Flat, IVF-PQ, or the string itself."""
-    if factory.startswith("HNSW"):
-        return "HNSW"
-    if factory.startswith("IVF"):
-        return "IVF-" + ("PQ" if ",PQ" in factory else factory.partition(",")[2])
-    return factory
 
 
 @dataclass
@@ -76,22 +68,6 @@ def diff(version: IndexVersion, live_ids: np.ndarray, live_keys: np.ndarray) -> 
     return Diff(add=np.union1d(new, changed), remove=np.union1d(gone, changed), live=len(live_ids))
 
 
-def update_mode(index: faiss.Index) -> str | None:
-    """How ``index`` takes removals: ``"remove"`` (FAISS removes by id: inverted lists at the top,
-    or flat codes under an id map -- Flat, PQ, SQ), ``"tombstones"`` (an HNSW/NSG graph under an id
-    map, which cannot remove) or None (anything else -- e.g. a PCA/OPQ transform, or an IVF under an
-    id map, whose lists hold positions that a removal would shift: only a rebuild is safe)."""
-    if isinstance(index, faiss.IndexIVF):
-        return "remove"
-    if hasattr(index, "id_map"):
-        inner = faiss.downcast_index(index.index)
-        if isinstance(inner, faiss.IndexFlatCodes):
-            return "remove"
-        if isinstance(inner, (faiss.IndexHNSW, faiss.IndexNSG)):
-            return "tombstones"
-    return None
-
-
 @dataclass
 class Updated:
     index: faiss.Index
@@ -112,7 +88,7 @@ def apply(version: IndexVersion, change: Diff, catalog: Catalog) -> Updated:
     ids, keys = members_of(version)
     dead = version.tombstones
     if len(change.remove):
-        if update_mode(index) == "remove":
+        if family_of(index).removal(index) == "remove":
             if len(dead):
                 raise ValueError(f"index version {version.name} has tombstones in an index that can remove")
             index.remove_ids(faiss.IDSelectorBatch(change.remove))

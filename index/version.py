@@ -28,15 +28,17 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
 from pydantic import ValidationError
 
+from index.families import family_of, id_map
 from index.manifest import FORMAT, Manifest
 
 POINTER = "CURRENT"
@@ -63,19 +65,19 @@ class IndexVersion:
     manifest: Manifest
     index: faiss.Index
     tombstones: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # dead storage positions
-    _search_params: Any = field(default=None, init=False, repr=False)
+    _alive: faiss.IDSelector | None = field(default=None, init=False, repr=False)  # None: no tombstones
     _members: tuple[np.ndarray, np.ndarray] | tuple[()] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.family = family_of(self.index)
         if len(self.tombstones):
-            if not hasattr(self.index, "id_map"):
+            if id_map.inner(self.index) is None:  # tombstones are storage positions under an id map
                 raise IndexVersionError(f"{self.path}: tombstones need an IDMap index, not {type(self.index).__name__}")
             # A bitmap of the live positions; the selector keeps a pointer to it, so it stays referenced here.
             alive = np.ones(self.index.ntotal, dtype=bool)
             alive[self.tombstones] = False
             self._bitmap = np.packbits(alive, bitorder="little")
-            self._search_params = faiss.SearchParameters(
-                sel=faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap)))  # n: bytes
+            self._alive = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))  # n: bytes
 
     @property
     def name(self) -> str:
@@ -96,7 +98,7 @@ class IndexVersion:
 
     def ids(self) -> np.ndarray:
         """Every live vector's id (int64), in storage order (tombstones left out)."""
-        return np.delete(stored_ids(self.index), self.tombstones)
+        return np.delete(self.family.stored_ids(self.index), self.tombstones)
 
     def members(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(ids, content keys) of every stored vector, in storage order for IDMap indexes (tombstoned ones
@@ -111,40 +113,19 @@ class IndexVersion:
 
     @property
     def visits_all(self) -> bool:
-        """Whether every search already visits every vector (flat codes under an id map: Flat, PQ, SQ)."""
-        return hasattr(self.index, "id_map") and isinstance(faiss.downcast_index(self.index.index),
-                                                             faiss.IndexFlatCodes)
+        """Whether every search already visits every vector (e.g. Flat)."""
+        return self.family.visits_all(self.index)
 
     def search(self, queries: np.ndarray, k: int, exhaustive: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """queries float32 (Q, dim) -> scores (Q, k), ids int64 (Q, k); missing slots have id -1.
 
         An approximate index may leave out vectors it does not reach (an HNSW graph returns fewer
         than ``k`` when ``k`` is large; IVF probes only ``nprobe`` lists). ``exhaustive`` visits
-        every live vector: the graph's stored vectors searched exactly, or every inverted list
-        (also under an id map or a PCA/OPQ transform); other index kinds search as usual."""
+        every live vector where the index family can (``Family.search``); tombstones never come back."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must be (Q, {self.dim}), got {queries.shape}")
-        inner = faiss.downcast_index(self.index.index) if hasattr(self.index, "id_map") else None
-        if exhaustive and isinstance(inner, faiss.IndexHNSW):
-            return self._by_position(inner.storage, queries, k)
-        every_list = _every_list(self.index) if exhaustive else None
-        if every_list is not None and self._search_params is None:
-            return self.index.search(queries, k, params=every_list)
-        if self._search_params is None:
-            return self.index.search(queries, k)
-        return self._by_position(inner, queries, k)
-
-    def _by_position(self, inner: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Search the index under the id map by storage position, tombstones masked out, then map
-        positions to ids as IndexIDMap would (its own selector would see ids, and after an update an
-        item's old and new vectors share one id)."""
-        if self._search_params is None:
-            scores, positions = inner.search(queries, k)
-        else:
-            scores, positions = inner.search(queries, k, params=self._search_params)
-        id_map = faiss.rev_swig_ptr(self.index.id_map.data(), self.index.ntotal)
-        return scores, np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+        return self.family.search(self.index, queries, k, self._alive, exhaustive)
 
     def check_encoder(self, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
@@ -155,30 +136,9 @@ class IndexVersion:
             )
 
 
-def _every_list(index: faiss.Index) -> faiss.SearchParameters | None:
-    """Search parameters that make the IVF inside ``index`` probe all its lists (through id maps and
-    transforms, which hand their parameters down), or None when there is no IVF to open up."""
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(nprobe=index.nlist)
-    if hasattr(index, "id_map"):
-        return _every_list(index.index)
-    if isinstance(index, faiss.IndexPreTransform):
-        inner = _every_list(index.index)
-        return faiss.SearchParametersPreTransform(index_params=inner) if inner is not None else None
-    return None
-
-
 def stored_ids(index: faiss.Index) -> np.ndarray:
-    """The ids held by an IDMap/IDMap2 or IVF index."""
-    if hasattr(index, "id_map"):
-        return faiss.vector_to_array(index.id_map).astype(np.int64)
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
-        return np.arange(index.ntotal, dtype=np.int64)  # no id layer: ids are positions
-    lists = ivf.invlists
-    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(lists.nlist)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    """The ids of every vector ``index`` stores (its family knows where they are)."""
+    return family_of(index).stored_ids(index)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -207,7 +167,7 @@ def publish(root: str | Path, index: faiss.Index, manifest: Manifest, keep: int 
     root = Path(root)
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     name = now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
     dead = np.zeros(0, np.int64) if tombstones is None else np.unique(np.asarray(tombstones, dtype=np.int64))
     manifest = manifest.model_copy(update={"format": FORMAT, "version": name, "created_at": now.isoformat(),

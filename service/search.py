@@ -8,13 +8,12 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from index.version import IndexVersion
 from service.batching import Batcher
 from service.errors import ApiError, validation_error
 from service.filters import Predicate
 from service.schemas import SearchHit, SearchResponse
-from index.version import IndexVersion
 from service.state import Resources
-
 
 EXHAUSTIVE_SHARE = 16  # a widened search for more than 1/16 of the vectors visits all of them
 

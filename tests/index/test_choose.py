@@ -27,6 +27,8 @@ G = 2**30
     (1_000_000, 512, 4 * G, "HNSW32"),
     (1_000_000, 512, 2 * G, "IVF4096,Flat"),  # 2 GiB holds the raw vectors, not the graph
     (10_000_000, 512, 64 * G, "IVF16384,Flat"),  # too many for HNSW here
+    (1_000_000, 128, 400 * 2**20, "IVF4096,PQ32,Refine(SQfp16)"),  # float16 copies fit, raw vectors do not
+    (100_000_000, 512, 128 * G, "IVF32768,PQ64,Refine(SQfp16)"),
     (10_000_000, 512, 4 * G, "IVF16384,PQ64"),  # only codes fit
     (10_000_000, 512, 200 * 2**20, "IVF16384,PQ8"),
     (100_000_000, 768, 16 * G, "IVF32768,PQ64"),
