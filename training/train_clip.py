@@ -32,10 +32,11 @@ from training.shards import DecodePair, first_pairs, is_shards, shard_pipeline, 
 
 log = logging.getLogger(__name__)
 
-# The image side's augmentation: crops, colour jitter and grayscale stand in for another artist's
-# drawing of the same thing. No flips by default: captions may say "left" or "right".
-CLIP_AUGMENT = dict(min_scale=0.35, flip_prob=0.0, jitter_prob=0.8, jitter_strength=0.5, grayscale_prob=0.2,
-                    blur_prob=0.0)
+# The image side's augmentation: mild crops and brightness/contrast jitter stand in for another artist's
+# drawing of the same thing; hue, saturation and grayscale would erase the colours that tell emoji apart
+# (bench/README.md, clip_quality). No flips by default: captions may say "left" or "right".
+CLIP_AUGMENT = dict(min_scale=0.6, flip_prob=0.0, jitter_prob=0.8, jitter_strength=0.5, jitter_saturation=False,
+                    jitter_hue=False, grayscale_prob=0.0, blur_prob=0.0)
 NO_AUGMENT = AugmentConfig(min_scale=1.0, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 
 
