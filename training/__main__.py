@@ -162,7 +162,7 @@ def _ssl_parser(sub, name: str) -> None:
     p.add_argument("--image-size", type=int, default=32, help="training and embedding input size (px)")
     _augment_flags(p)
     if name in ("simclr", "moco"):
-        p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (0.5 SimCLR, 0.2 MoCo)")
+        p.add_argument("--temperature", type=float, default=None, help="contrastive temperature (0.1 SimCLR, 0.2 MoCo)")
         p.add_argument("--proj-hidden", type=int, default=512, help="projection head hidden width")
         p.add_argument("--proj-dim", type=int, default=128, help="projection head output width")
     if name == "simclr":
