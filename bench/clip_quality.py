@@ -36,8 +36,8 @@ ABLATIONS: dict[str, list[str]] = {
     "- image-only SupCon term (--ssl-weight 0)": ["--ssl-weight", "0"],
     "- multi-positive (--no-multi-positive)": ["--no-multi-positive"],
     "- style augmentation (--no-augment)": ["--no-augment"],
-    "mild style augmentation (crops >= 0.6, brightness/contrast only)": [
-        "--min-scale", "0.6", "--no-colour-jitter", "--grayscale-prob", "0"],
+    "+ strong style augmentation (the previous default: crops >= 0.35, hue, saturation, 20 % grayscale)": [
+        "--min-scale", "0.35", "--colour-jitter", "--grayscale-prob", "0.2"],
     "- CNN tower: 4-layer ViT (--model lookalike-tiny)": ["--model", "lookalike-tiny"],
     "plain CLIP: 1 view, ClipLoss (--views 1)": ["--views", "1"],
 }

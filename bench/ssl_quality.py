@@ -117,7 +117,7 @@ ABLATIONS: dict[str, list[str]] = {
         "--min-scale", "0.6", "--no-colour-jitter", "--grayscale-prob", "0", "--flip-prob", "0"],
     "4-block CNN (--backbone small-cnn,depth=4)": ["--backbone", "small-cnn,depth=4"],
     "temperature 0.2 (--temperature 0.2)": ["--temperature", "0.2"],
-    "4-block CNN, temperature 0.2": ["--backbone", "small-cnn,depth=4", "--temperature", "0.2"],
+    "temperature 0.1 (--temperature 0.1)": ["--temperature", "0.1"],
 }
 
 
