@@ -28,6 +28,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
 from common import REPO, random_encoder, save
 from index_choice import vector_arguments, vectors
 

@@ -6,12 +6,14 @@ split, training never reads them). ``python -m training eval --folder`` then mea
 linear-probe accuracy on the held-out part with the same split, next to a random-init encoder
 (the same recipe, 0 steps) and raw pixels.
 
-``emoji``: each method trains on one vendor's artwork (google) and is judged by cross-vendor
-image->image recall over both vendors (a hit is the same emoji ``code`` drawn by the other
-vendor), next to a random-init encoder and raw pixels.
+``emoji``: the settings of bench/clip_quality.py (``bench/emoji_quality.py``): (a) vendor held
+out, both ways (train on one vendor's artwork, judge cross-vendor image->image R@1/R@10 on the
+other's), (b) 20 % of the codes held out; one table with raw pixels, an untrained encoder, the SSL
+default (``python -m training simclr --data F --out E`` with no other option) and one row per
+ingredient changed from it (``ABLATIONS``), each a real run of the CLI with its wall and CPU seconds.
 
-    python bench/ssl_quality.py mnist [--methods simclr moco rotnet]
-    python bench/ssl_quality.py emoji [--methods simclr moco rotnet] [--steps 150]
+    python bench/ssl_quality.py mnist [--methods simclr moco rotnet] [--defaults]
+    python bench/ssl_quality.py emoji [--rows "raw pixels" untrained "default recipe"] [--settings b] [--steps 150]
 
 Writes bench/results/<name>.json (+ .txt table, + .png chart when matplotlib is installed).
 Wall times are on a shared machine: they vary with whatever else runs there.
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, SHARED, emoji_rows, save, write_jsonl
+from common import REPO, RESULTS, SHARED, save
 
 sys.path.insert(0, str(REPO))
 
@@ -70,23 +72,27 @@ def mnist(a) -> None:
         tmp = Path(tmp)
         for method in a.methods:
             recipe = REPO / "training" / "recipes" / f"mnist-{method}-cpu.json"
-            # the monitor's query part of --val-folder is the held-out split (same fraction and seed)
-            base = ["--recipe", str(recipe), "--data", str(data), *split, "--val-folder", str(data),
-                    "--val-fraction", str(a.test_fraction), *a.extra]
-            out = RESULTS.parent / "encoders" / f"mnist-{method}.safetensors" if a.keep else tmp / f"{method}.safetensors"
+            # --defaults: the method as `python -m training METHOD --data F --out E` runs it (on the train split);
+            # else its recipe, whose monitor's query part of --val-folder is the held-out split
+            base = ["--data", str(data), *split] if a.defaults else [
+                "--recipe", str(recipe), "--data", str(data), *split, "--val-folder", str(data),
+                "--val-fraction", str(a.test_fraction)]
+            kept = RESULTS.parent / "encoders" / f"mnist-{method}.safetensors"
+            out = kept if a.keep else tmp / f"{method}.safetensors"
             log = tmp / f"{method}.jsonl"
-            seconds = train(method, base, out, log)
+            seconds = train(method, [*base, *a.extra], out, log)
             history = [json.loads(line) for line in log.read_text().splitlines()]
-            runs[method] = {"recipe": str(recipe.relative_to(REPO)), "wall_seconds": round(seconds, 1),
+            runs[method] = {"recipe": "CLI defaults" if a.defaults else str(recipe.relative_to(REPO)),
+                            "wall_seconds": round(seconds, 1),
                             "train_seconds": history[-1]["elapsed_s"] if history else 0.0,
                             "steps": history[-1]["step"] if history else 0, "final_loss": history[-1]["loss"],
-                            "monitor": [{k: v for k, v in r.items() if k in ("step", "elapsed_s") or k.startswith("val/")}
-                                        for r in history if any(k.startswith("val/") for k in r)]}
+                            "monitor": [_monitored(r) for r in history if any(k.startswith("val/") for k in r)]}
             encoders.append(out)
         random_init = tmp / "random-init.safetensors"
         first = a.methods[0]
-        train(first, ["--recipe", str(REPO / "training" / "recipes" / f"mnist-{first}-cpu.json"), "--data", str(data),
-                      *split, "--steps", "0", "--eval-every", "0"], random_init, tmp / "random.jsonl")
+        base = ["--data", str(data), *split] if a.defaults else [
+            "--recipe", str(REPO / "training" / "recipes" / f"mnist-{first}-cpu.json"), "--data", str(data), *split]
+        train(first, [*base, "--steps", "0", "--eval-every", "0"], random_init, tmp / "random.jsonl")
         encoders.append(random_init)
         cfg = EvalConfig(encoders=[str(e) for e in encoders], data=None, folder=data, test_fraction=a.test_fraction,
                          split_seed=a.split_seed, knn_ks=(20, 200), pixels=True)
@@ -99,48 +105,37 @@ def mnist(a) -> None:
     })
 
 
+# name -> extra options of the SSL default's command (None: raw pixels, the size in the name)
+ROWS: dict[str, list[str] | None] = {
+    "raw pixels 16 px": None,
+    "raw pixels 32 px": None,
+    "untrained": ["--steps", "0"],
+    "default recipe": [],
+}
+ABLATIONS: dict[str, list[str]] = {
+    "mild augmentation (crops >= 0.6, brightness/contrast only, no flips)": [
+        "--min-scale", "0.6", "--no-colour-jitter", "--grayscale-prob", "0", "--flip-prob", "0"],
+    "4-block CNN (--backbone small-cnn,depth=4)": ["--backbone", "small-cnn,depth=4"],
+    "temperature 0.2 (--temperature 0.2)": ["--temperature", "0.2"],
+    "temperature 0.1 (--temperature 0.1)": ["--temperature", "0.1"],
+}
+
+
 def emoji(a) -> None:
-    from training.eval_clip import EvalConfig
+    from emoji_quality import SETTINGS, Bench, choose, format_table
 
-    root, rows = emoji_rows()
-    encoders, runs = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        manifest = write_jsonl(tmp / "emoji.jsonl", rows)
-        common = ["--data", str(manifest), "--where", f"vendor={a.vendor}", "--image-size", "32",
-                  "--backbone", a.backbone, "--batch-size", "128", "--workers", "2", "--channels-last",
-                  "--lr", "2e-3", "--warmup", "15", "--log-every", "10"]
-        per_method = {"simclr": ["--temperature", "0.2"], "moco": ["--temperature", "0.2", "--queue-size", "1024",
-                                                                      "--momentum", "0.99"], "rotnet": []}
-        if a.defaults:  # each method exactly as `python -m training METHOD --data F --out E` runs it
-            common, per_method = ["--data", str(manifest), "--where", f"vendor={a.vendor}"], dict.fromkeys(per_method, [])
-        steps = ["--steps", str(a.steps)] if a.steps else []
-        for method in a.methods:
-            out = tmp / f"{method}.safetensors"
-            seconds = train(method, [*common, *per_method[method], *steps, *a.extra], out, tmp / f"{method}.jsonl")
-            runs[method] = {"wall_seconds": round(seconds, 1), "steps": a.steps or "default",
-                            "args": [*common, *per_method[method], *steps, *a.extra]}
-            encoders.append(out)
-        random_init = tmp / "random-init.safetensors"
-        train(a.methods[0], [*common, "--steps", "0"], random_init, tmp / "random.jsonl")
-        encoders.append(random_init)
-        cfg = EvalConfig(encoders=[str(e) for e in encoders], data=manifest, group_key="code", pixels=True)
-        results = evaluate(cfg, a.name, f"emoji: trained on {a.vendor} only; same code by the other vendor = hit")
-        # the CLIP table's measure too: each vendor's images query the other vendor's only (clip_quality.py)
-        from clip_quality import cross_vendor_recall, pixels
-        from training.eval_clip import load_encoders, load_rows
+    def command(manifest: Path, out: Path, extra: list[str]) -> list[str]:
+        return [sys.executable, "-m", "training", a.method, "--data", str(manifest), "--out", str(out),
+                "--no-progress", *extra, *a.extra]
 
-        rows_, images = load_rows(cfg)
-        for spec, encoder in {**load_encoders(cfg), "pixels 16 px": pixels(16)}.items():
-            cross = cross_vendor_recall(encoder.encode_images(images), rows_)
-            results.setdefault(spec, {}).update({f"other vendor's gallery: {k}": v for k, v in cross.items()})
-            print(_name(spec), " ".join(f"{k} {v:.3f}" for k, v in cross.items()))
-    save(a.name, {
-        "command": "ssl_quality.py " + " ".join(sys.argv[1:]),
-        "data": str(root), "images": len(rows), "trained_on": f"vendor={a.vendor}",
-        "runs": runs,
-        "results": {_name(k): v for k, v in results.items()},
-    })
+    rows = {**ROWS, **ABLATIONS}
+    bench = Bench(rows, command, f"emoji {a.method}: (a) vendor held out both ways, (b) 20 % of concepts held out")
+    table = bench.run(choose(rows, a.rows), a.settings, a.steps, a.name, a.merge)
+    print(format_table(table, [s for s in SETTINGS if any(s in per for per in table.values())]))
+
+
+def _monitored(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k in ("step", "elapsed_s") or k.startswith("val/")}
 
 
 def _name(spec: str) -> str:
@@ -156,20 +151,20 @@ def main() -> None:
     m.add_argument("--test-fraction", type=float, default=0.2)
     m.add_argument("--split-seed", type=int, default=0)
     m.add_argument("--keep", action="store_true", help="keep the encoder files in bench/encoders/")
+    m.add_argument("--defaults", action="store_true",
+                   help="train with the CLI's defaults (no option but the data and its split) instead of the recipes")
     m.add_argument("--name", default="mnist_ssl_eval", help="results file name")
     e = sub.add_parser("emoji")
-    e.add_argument("--methods", nargs="+", default=["simclr", "moco", "rotnet"], choices=["simclr", "moco", "rotnet"])
-    e.add_argument("--vendor", default="google", help="train on this vendor's artwork only")
-    e.add_argument("--backbone", default="small-cnn")
-    e.add_argument("--steps", type=int, default=None, help="training steps (default: 150, or with --defaults the CLI's)")
-    e.add_argument("--defaults", action="store_true",
-                   help="train with the CLI's defaults (no option but --data and --where) instead of the bench's")
-    e.add_argument("--name", default="emoji_ssl_cross_vendor", help="results file name")
+    e.add_argument("--method", default="simclr", choices=["simclr", "moco", "rotnet"])
+    e.add_argument("--rows", nargs="*", default=None, help="row names (or prefixes) to run; default: all")
+    e.add_argument("--settings", nargs="*", default=["a-google", "a-twitter", "b"],
+                   choices=["a-google", "a-twitter", "b"])
+    e.add_argument("--steps", type=int, default=None, help="override the default's steps (every trained row)")
+    e.add_argument("--name", default="emoji_ssl_quality", help="results file name under bench/results/")
+    e.add_argument("--merge", action="store_true", help="add to the rows already in bench/results/NAME.json")
     for q in (m, e):
         q.add_argument("extra", nargs="*", help="more training flags, after --")
     a = p.parse_args()
-    if a.task == "emoji" and a.steps is None and not a.defaults:
-        a.steps = 150
     (mnist if a.task == "mnist" else emoji)(a)
 
 

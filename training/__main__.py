@@ -50,8 +50,9 @@ def _augment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-prob", type=float, default=None, help="horizontal flip probability")
     p.add_argument("--jitter-prob", type=float, default=None, help="colour jitter probability")
     p.add_argument("--jitter-strength", type=float, default=None, help="colour jitter strength s")
-    p.add_argument("--no-colour-jitter", dest="colour_jitter", action="store_false",
-                   help="jitter brightness and contrast only (for grayscale data: saturation and hue do nothing)")
+    p.add_argument("--colour-jitter", action=argparse.BooleanOptionalAction, default=None,
+                   help="jitter saturation and hue too (--no-colour-jitter: brightness and contrast only, e.g. for "
+                        "grayscale data; default: the method's)")
     p.add_argument("--grayscale-prob", type=float, default=None, help="random grayscale probability")
     p.add_argument("--blur-prob", type=float, default=None, help="Gaussian blur probability")
     p.add_argument("--rotate-prob", type=float, default=None, help="random rotation probability")
@@ -62,8 +63,8 @@ def _augment_overrides(args: argparse.Namespace) -> dict:
     overrides = {k: getattr(args, k) for k in ("min_scale", "flip_prob", "jitter_prob", "jitter_strength",
                                                  "grayscale_prob", "blur_prob", "rotate_prob", "rotate_degrees")
                  if getattr(args, k) is not None}
-    if not args.colour_jitter:
-        overrides.update(jitter_saturation=False, jitter_hue=False)
+    if args.colour_jitter is not None:
+        overrides.update(jitter_saturation=args.colour_jitter, jitter_hue=args.colour_jitter)
     return overrides
 
 

@@ -11,13 +11,12 @@ make each sample's views reproducible by seeding that RNG per sample key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from training.encoder import Preprocess
 from training.images import to_rgb
@@ -39,7 +38,7 @@ class AugmentConfig:
     rotate_degrees: float = 0.0  # uniformly in [-d, d]; uncovered corners are filled with black
 
     @classmethod
-    def for_size(cls, size: int, **overrides) -> "AugmentConfig":
+    def for_size(cls, size: int, **overrides) -> AugmentConfig:
         """Defaults for ``size`` px inputs: SimCLR's ImageNet recipe above 64 px, its CIFAR recipe below."""
         if size <= 64:
             base = dict(min_scale=0.2, jitter_strength=0.5, blur_prob=0.0)

@@ -45,8 +45,8 @@ def build_model(model_cfg: dict[str, Any]) -> torch.nn.Module:
     if backbone:
         size = cfg["vision_cfg"]["image_size"]
         # bilinear: the resampling of the training crops (torchvision's RandomResizedCrop)
-        preprocess = {"size": size, "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
-                      "interpolation": "bilinear", "resize_mode": "shortest"}
+        preprocess = {"size": size, "mean": list(open_clip.OPENAI_DATASET_MEAN),
+                      "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bilinear", "resize_mode": "shortest"}
         attach_backbone_tower(model, backbone, int(cfg["embed_dim"]), preprocess)
     return model
 
@@ -103,7 +103,7 @@ class BackboneTower(torch.nn.Module):
             p.requires_grad_(False)
         self.backbone.eval()
 
-    def train(self, mode: bool = True) -> "BackboneTower":
+    def train(self, mode: bool = True) -> BackboneTower:
         super().train(mode)
         if self.locked:
             self.backbone.eval()

@@ -10,9 +10,10 @@ stops a run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch

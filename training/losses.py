@@ -66,7 +66,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, rank: 
     return F.cross_entropy(logits, positive_cols)
 
 
-def info_nce_with_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+def info_nce_with_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor,
+                        temperature: float = 0.2) -> torch.Tensor:
     """MoCo's InfoNCE: each query against its own key (positive) and every key in the queue (negatives).
 
     q: (B, d) queries (with gradient); k: (B, d) keys from the momentum encoder (no gradient);

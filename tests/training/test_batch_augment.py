@@ -69,3 +69,17 @@ def test_hue_rotation_keeps_grey_and_a_full_turn_is_the_identity():
 def test_blur_is_refused():
     with pytest.raises(ValueError, match="blur"):
         BatchAugment(AugmentConfig(blur_prob=0.5), 8, [0.0] * 3, [1.0] * 3)
+
+
+def test_brightness_and_contrast_only_keep_each_colour_apart():
+    # the CLIP default's jitter (hue and saturation off): a red, a green and a blue square keep their dominant channel
+    cfg = AugmentConfig(min_scale=0.6, flip_prob=0.0, jitter_prob=1.0, jitter_strength=0.5, jitter_saturation=False,
+                        jitter_hue=False, grayscale_prob=0.0, blur_prob=0.0)
+    pixels = torch.zeros(3, 3, 16, 16, dtype=torch.uint8)
+    for c in range(3):
+        pixels[c, c] = 200
+    pixels = pixels.repeat(8, 1, 1, 1)  # 24 images, 8 of each colour
+    out = _run(cfg, pixels, seed=3).mean(dim=(2, 3))  # (24, 3) mean colour of each view
+    assert torch.equal(out.argmax(1), torch.arange(3).repeat(8))
+    hued = _run(AugmentConfig(**{**vars(cfg), "jitter_hue": True, "jitter_strength": 2.5}), pixels, seed=3)
+    assert not torch.equal(hued.mean(dim=(2, 3)).argmax(1), torch.arange(3).repeat(8))  # a hue shift can swap them

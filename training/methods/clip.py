@@ -53,10 +53,11 @@ from training.shards import DecodePair, first_pairs, shard_pipeline
 
 log = logging.getLogger(__name__)
 
-# The image side's augmentation: crops, colour jitter and grayscale stand in for another artist's
-# drawing of the same thing. No flips by default: captions may say "left" or "right".
-CLIP_AUGMENT = dict(min_scale=0.35, flip_prob=0.0, jitter_prob=0.8, jitter_strength=0.5, grayscale_prob=0.2,
-                    blur_prob=0.0)
+# The image side's augmentation: mild crops and brightness/contrast jitter stand in for another artist's
+# drawing of the same thing; hue, saturation and grayscale would erase the colours that tell emoji apart
+# (bench/README.md, clip_quality). No flips by default: captions may say "left" or "right".
+CLIP_AUGMENT = dict(min_scale=0.6, flip_prob=0.0, jitter_prob=0.8, jitter_strength=0.5, jitter_saturation=False,
+                    jitter_hue=False, grayscale_prob=0.0, blur_prob=0.0)
 NO_AUGMENT = AugmentConfig(min_scale=1.0, flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the learnt temperature at 1/100
 
@@ -103,7 +104,8 @@ class ClipTrainConfig(RunFiles):
     # augmentation flags (``configure``)
     augment: AugmentConfig | None = option(factory=lambda: AugmentConfig(**CLIP_AUGMENT), cli_default=True,
                                            action="switch", help="the image side's style augmentation (crops, "
-                                           "colour jitter, grayscale); --no-augment: open_clip's training transform")
+                                           "brightness and contrast jitter); --no-augment: open_clip's training "
+                                           "transform")
     cache_mb: float = option(1024.0, "decode the manifest's images into memory when they fit in this many MiB "
                                      "(0: never)", cli_default=1024)
     channels_last: bool | None = option(None, "NHWC image tower (default: for convolutional towers)")

@@ -1,0 +1,43 @@
+"""bench/emoji_quality.py: the held-out splits and the cross-vendor measure both quality benches report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import emoji_quality  # noqa: E402
+from common import emoji_rows  # noqa: E402
+
+
+def test_splits_hold_out_a_fifth_of_the_codes_and_each_vendor():
+    _, rows = emoji_rows(REPO / "samples" / "emoji")
+    data = emoji_quality.splits(rows)
+    assert set(data) == set(emoji_quality.SETTINGS)
+    train, text, image = data["b"]
+    codes = {r["code"] for r in rows}
+    unseen = {r["code"] for r in text}
+    assert 0.1 < len(unseen) / len(codes) < 0.3
+    assert not unseen & {r["code"] for r in train}
+    assert len(train) + len(image) == len(rows)
+    train, text, image = data["a-google"]
+    assert {r["vendor"] for r in train} == {"google"} and {r["vendor"] for r in text} == {"twitter"}
+    assert image == rows
+
+
+def test_cross_vendor_recall_searches_the_other_vendor_only():
+    rows = [{"vendor": "google", "code": "a"}, {"vendor": "google", "code": "b"},
+            {"vendor": "twitter", "code": "a"}, {"vendor": "twitter", "code": "b"}]
+    # google a's nearest image is google b (a same-vendor distractor the measure never searches), then twitter a;
+    # google b is nearer twitter a (0.58) than twitter b (0.31): a miss; both twitter images find their google match
+    vecs = np.array([[1.0, 0.0], [0.95, 0.31], [0.8, -0.6], [0.0, 1.0]])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    r = emoji_quality.cross_vendor_recall(vecs, rows, ks=(1, 2))
+    assert r["google->twitter R@1"] == 0.5
+    assert r["twitter->google R@1"] == 1.0
+    assert r["cross-vendor R@1"] == 0.75
+    assert r["cross-vendor R@2"] == 1.0
