@@ -6,6 +6,7 @@ import pytest
 
 from index.choose import build_tuned, recall_at_k
 from index.families import family_of
+from index.manifest import Manifest
 from index.version import open_version, publish
 
 G = 2**30
@@ -68,8 +69,8 @@ def test_the_refine_stage_reaches_the_recall_that_the_codes_alone_cannot(data):
 def test_tuned_parameters_and_tombstones_survive_publishing(data, tmp_path):
     x, ids, q, _ = data
     index, _, tuning = build_tuned(x, ids, "IVF64,PQ8x4,Refine(SQfp16)", 4 * G, target_recall=0.95)
-    manifest = {"encoder": {"fingerprint": "f" * 64}, "dim": 32, "factory": "IVF64,PQ8x4,Refine(SQfp16)",
-                "search_params": tuning["params"]}
+    manifest = Manifest.from_json({"encoder": {"fingerprint": "f" * 64}, "dim": 32,
+                                   "factory": "IVF64,PQ8x4,Refine(SQfp16)", "search_params": tuning["params"]})
     dead = np.arange(0, 400, 2)
     v = open_version(publish(tmp_path, index, manifest, tombstones=dead), mmap=True)
     refine = faiss.downcast_index(v.index.index)
