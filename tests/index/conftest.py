@@ -1,4 +1,5 @@
-"""Bad and odd image files, made with PIL at test time."""
+"""Fixtures for the index tests: bad and odd image files made with PIL at test time; a tiny
+encoder and an empty SQLite catalog."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from index.catalog import Catalog
+from training.encoder import load_encoder
 
 
 def png_bytes(image: Image.Image, **kw) -> bytes:
@@ -48,3 +52,17 @@ def odd_files(tmp_path) -> dict[str, Path]:
     exif[0x0112] = 6
     put("rotated.jpg", png_bytes(rgb, format="JPEG", exif=exif))
     return files
+
+
+# a loaded tiny encoder and an empty SQLite catalog, for the publishing tests (update, publish)
+@pytest.fixture
+def encoder(micro_encoder):
+    return load_encoder(micro_encoder)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    c = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    c.migrate()
+    yield c
+    c.dispose()

@@ -4,26 +4,12 @@ its rebuild rules replaceable."""
 import numpy as np
 import pytest
 
-from index.catalog import Catalog, NewItem
+from index.catalog import NewItem
 from index.manifest import IndexPolicy
 from index.publish import JobRecord, Publisher
 from index.rules import Rule, asked_explicitly
 from index.verify import verify
 from index.version import IndexVersionError, open_current, read_manifest
-from training.encoder import load_encoder
-
-
-@pytest.fixture
-def encoder(micro_encoder):
-    return load_encoder(micro_encoder)
-
-
-@pytest.fixture
-def catalog(tmp_path):
-    c = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    c.migrate()
-    yield c
-    c.dispose()
 
 
 def _put(catalog, encoder, names, seed=0, collection="default"):

@@ -7,27 +7,13 @@ import numpy as np
 import pytest
 
 from index import choose
-from index.catalog import Catalog, NewItem
+from index.catalog import NewItem
 from index.manifest import IndexPolicy
 from index.publish import Publisher
 from index.rules import COMPACT_DEAD
 from index.verify import verify
 from index.version import open_current, publish
 from tests.conftest import REPO
-from training.encoder import load_encoder
-
-
-@pytest.fixture
-def encoder(micro_encoder):
-    return load_encoder(micro_encoder)
-
-
-@pytest.fixture
-def catalog(tmp_path):
-    c = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    c.migrate()
-    yield c
-    c.dispose()
 
 
 def _unit(n, dim, seed):
