@@ -23,15 +23,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from emoji_quality import SETTINGS, Bench, choose, format_table
+from emoji_quality import REFERENCE_ROWS, SETTINGS, Bench, choose, format_table
 
 # name -> extra CLI options on top of the default recipe (None: not trained)
-ROWS: dict[str, list[str] | None] = {
-    "raw pixels 16 px": None,
-    "raw pixels 32 px": None,
-    "untrained": ["--steps", "0"],
-    "default recipe": [],
-}
+ROWS: dict[str, list[str] | None] = dict(REFERENCE_ROWS)
 ABLATIONS: dict[str, list[str]] = {
     "- image-only SupCon term (--ssl-weight 0)": ["--ssl-weight", "0"],
     "- multi-positive (--no-multi-positive)": ["--no-multi-positive"],

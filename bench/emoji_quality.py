@@ -45,6 +45,14 @@ from training.evaluate import recall_at_k  # noqa: E402
 VENDORS = ("google", "twitter")
 SETTINGS = ("a-google", "a-twitter", "b")
 HOLDOUT_SEED = "lookalike-concepts-v1"
+# the rows every quality table has: name -> extra options of the default's command (None: raw pixels,
+# at the size in the name)
+REFERENCE_ROWS: dict[str, list[str] | None] = {
+    "raw pixels 16 px": None,
+    "raw pixels 32 px": None,
+    "untrained": ["--steps", "0"],
+    "default recipe": [],
+}
 TITLES = {"a-google": "trained on google, judged on twitter (x-v: the other vendor's gallery; all: both vendors')",
           "a-twitter": "trained on twitter, judged on google (x-v: the other vendor's gallery; all: both vendors')",
           "b": "trained without the held-out 20 % of codes, judged on them"}

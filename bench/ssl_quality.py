@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from common import REPO, RESULTS, SHARED, save
+from emoji_quality import REFERENCE_ROWS
 
 sys.path.insert(0, str(REPO))
 
@@ -106,12 +107,7 @@ def mnist(a) -> None:
 
 
 # name -> extra options of the SSL default's command (None: raw pixels, the size in the name)
-ROWS: dict[str, list[str] | None] = {
-    "raw pixels 16 px": None,
-    "raw pixels 32 px": None,
-    "untrained": ["--steps", "0"],
-    "default recipe": [],
-}
+ROWS: dict[str, list[str] | None] = dict(REFERENCE_ROWS)
 ABLATIONS: dict[str, list[str]] = {
     "mild augmentation (crops >= 0.6, brightness/contrast only, no flips)": [
         "--min-scale", "0.6", "--no-colour-jitter", "--grayscale-prob", "0", "--flip-prob", "0"],
