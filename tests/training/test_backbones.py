@@ -8,6 +8,7 @@ from training.backbones import build_backbone, parse_backbone
     ({"name": "small-cnn"}, 128),
     ({"name": "small-cnn", "width": 8, "depth": 2, "norm": "gn"}, 16),
     ({"name": "small-cnn", "width": 4, "depth": 1, "norm": "none"}, 4),
+    ({"name": "small-cnn", "width": 4, "depth": 2, "grid": 2}, 8 * 2 * 2),
     ({"name": "resnet18", "small_stem": True}, 512),
     ({"name": "timm:resnet10t"}, 512),
 ])
@@ -52,8 +53,22 @@ def test_command_line_specs():
     ({"name": "vgg11"}, "unknown backbone"),
     ({"name": "small-cnn", "widht": 3}, "bad options"),
     ({"name": "small-cnn", "norm": "ln"}, "unknown norm"),
+    ({"name": "small-cnn", "grid": 0}, "grid must be"),
     ({"name": "timm:no_such_model_xyz"}, "cannot build backbone"),
 ])
 def test_bad_specs_are_refused_clearly(spec, message):
     with pytest.raises(ValueError, match=message):
         build_backbone(spec)
+
+
+def test_a_grid_keeps_where_things_are():
+    """Global pooling sees a dot in the top-left and the same dot in the bottom-right alike; a 2x2 grid does not."""
+    torch.manual_seed(0)
+    top_left, bottom_right = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16)
+    top_left[..., 4, 4] = 1.0  # both dots' 5x5 receptive footprints stay clear of the border
+    bottom_right[..., 11, 11] = 1.0
+    for grid, differs in ((1, False), (2, True)):
+        net = build_backbone({"name": "small-cnn", "width": 4, "depth": 1, "norm": "none", "grid": grid}).eval()
+        with torch.no_grad():
+            a, b = net(top_left), net(bottom_right)
+        assert (not torch.allclose(a, b, atol=1e-6)) == differs
