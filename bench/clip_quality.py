@@ -27,12 +27,17 @@ from emoji_quality import REFERENCE_ROWS, SETTINGS, Bench, choose, format_table
 
 # name -> extra CLI options on top of the default recipe (None: not trained)
 ROWS: dict[str, list[str] | None] = dict(REFERENCE_ROWS)
+PREVIOUS_TOWER = ["--image-backbone", "small-cnn,width=32,depth=4"]  # global average pooling
 ABLATIONS: dict[str, list[str]] = {
+    "- 800 steps: 400 (--steps 400)": ["--steps", "400"],
+    "- 4x4 grid, 400 steps: global pooling (the previous default)": [*PREVIOUS_TOWER, "--steps", "400"],
+    "+ strong style augmentation, 400 steps (crops >= 0.35, hue, saturation, 20 % grayscale)": [
+        "--min-scale", "0.35", "--colour-jitter", "--grayscale-prob", "0.2", "--steps", "400"],
+    "- 4x4 grid, + strong augmentation, 400 steps (the default before that)": [
+        *PREVIOUS_TOWER, "--min-scale", "0.35", "--colour-jitter", "--grayscale-prob", "0.2", "--steps", "400"],
     "- image-only SupCon term (--ssl-weight 0)": ["--ssl-weight", "0"],
     "- multi-positive (--no-multi-positive)": ["--no-multi-positive"],
     "- style augmentation (--no-augment)": ["--no-augment"],
-    "+ strong style augmentation (the previous default: crops >= 0.35, hue, saturation, 20 % grayscale)": [
-        "--min-scale", "0.35", "--colour-jitter", "--grayscale-prob", "0.2"],
     "- CNN tower: 4-layer ViT (--model lookalike-tiny)": ["--model", "lookalike-tiny"],
     "plain CLIP: 1 view, ClipLoss (--views 1)": ["--views", "1"],
 }

@@ -72,9 +72,9 @@ class ClipTrainConfig(RunFiles):
     caption_key: str = option("caption", "manifest column with the caption; for shards the caption extension, "
                                          "e.g. 'txt'")
     model: str = option("lookalike-cnn", "open_clip model name (lookalike-cnn: a small CNN image tower at 32 px for "
-                                         "CPUs and small data; lookalike-tiny, lookalike-micro: small ViT configs)")
+                                         "CPUs and small data, its 4x4 feature map kept as a grid; lookalike-tiny, lookalike-micro: small ViT configs)")
     image_backbone: dict | None = option(None, "replace the model's image tower by this backbone: "
-                                               "small-cnn[,width=32,depth=4] | resnet18[,small_stem=true] | "
+                                               "small-cnn[,width=32,depth=4,grid=4] | resnet18[,small_stem=true] | "
                                                "timm:MODEL | a JSON object", parse=backbone_spec)
     pretrained: str | None = option(None, "start from these weights: an open_clip tag (downloads) or a local "
                                           "checkpoint file")
@@ -384,4 +384,4 @@ def prepare(cfg: ClipTrainConfig, dist: DistInfo, device: torch.device) -> Job:
 
 
 METHOD = Method("clip", "train a CLIP encoder on image-caption pairs", ClipTrainConfig, prepare, configure,
-                loop_defaults=dict(grad_clip=1.0, steps=400, lr=2e-3, weight_decay=0.1, warmup=40))
+                loop_defaults=dict(grad_clip=1.0, steps=800, lr=2e-3, weight_decay=0.1, warmup=40))

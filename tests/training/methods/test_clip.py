@@ -233,6 +233,7 @@ def test_the_default_recipe_learns_cross_vendor_matches_and_loads(small_manifest
     meta = read_metadata(trained)
     assert meta["arch"]["model_name"] == "lookalike-cnn"
     assert meta["arch"]["model_cfg"]["image_backbone"]["name"] == "small-cnn"
+    assert meta["arch"]["model_cfg"]["image_backbone"]["grid"] == 4  # the layout-keeping pooling is the default's
     assert not any("ssl_head" in k for k in load_file_keys(trained))  # the SSL head stays out of the file
     encoder = load_encoder(trained)
     assert type(encoder.model.visual).__name__ == "BackboneTower" and encoder.preprocess.size == 32
