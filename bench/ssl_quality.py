@@ -109,11 +109,13 @@ def mnist(a) -> None:
 # name -> extra options of the SSL default's command (None: raw pixels, the size in the name)
 ROWS: dict[str, list[str] | None] = dict(REFERENCE_ROWS)
 ABLATIONS: dict[str, list[str]] = {
+    "- 2x2 grid: global average pooling (--backbone small-cnn)": ["--backbone", "small-cnn"],
+    "+ 4x4 grid, 2,048 wide (--backbone small-cnn,grid=4)": ["--backbone", "small-cnn,grid=4"],
+    "temperature 0.5 (--temperature 0.5)": ["--temperature", "0.5"],
     "mild augmentation (crops >= 0.6, brightness/contrast only, no flips)": [
         "--min-scale", "0.6", "--no-colour-jitter", "--grayscale-prob", "0", "--flip-prob", "0"],
-    "4-block CNN (--backbone small-cnn,depth=4)": ["--backbone", "small-cnn,depth=4"],
-    "temperature 0.2 (--temperature 0.2)": ["--temperature", "0.2"],
-    "temperature 0.1 (--temperature 0.1)": ["--temperature", "0.1"],
+    "colours kept (--no-colour-jitter --grayscale-prob 0)": ["--no-colour-jitter", "--grayscale-prob", "0"],
+    "4-block CNN (--backbone small-cnn,depth=4,grid=2)": ["--backbone", "small-cnn,depth=4,grid=2"],
 }
 
 
