@@ -72,7 +72,8 @@ class ClipTrainConfig(RunFiles):
     caption_key: str = option("caption", "manifest column with the caption; for shards the caption extension, "
                                          "e.g. 'txt'")
     model: str = option("lookalike-cnn", "open_clip model name (lookalike-cnn: a small CNN image tower at 32 px for "
-                                         "CPUs and small data, its 4x4 feature map kept as a grid; lookalike-tiny, lookalike-micro: small ViT configs)")
+                                         "CPUs and small data, its 4x4 feature map kept as a grid; lookalike-tiny, "
+                                         "lookalike-micro: small ViT configs)")
     image_backbone: dict | None = option(None, "replace the model's image tower by this backbone: "
                                                "small-cnn[,width=32,depth=4,grid=4] | resnet18[,small_stem=true] | "
                                                "timm:MODEL | a JSON object", parse=backbone_spec)
