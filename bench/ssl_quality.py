@@ -109,7 +109,9 @@ def mnist(a) -> None:
 # name -> extra options of the SSL default's command (None: raw pixels, the size in the name)
 ROWS: dict[str, list[str] | None] = dict(REFERENCE_ROWS)
 ABLATIONS: dict[str, list[str]] = {
-    "- 2x2 grid: global average pooling (--backbone small-cnn)": ["--backbone", "small-cnn"],
+    "+ flips (--flip-prob 0.5; the previous default)": ["--flip-prob", "0.5"],
+    "- 2x2 grid, + flips: global average pooling (--backbone small-cnn --flip-prob 0.5)": [
+        "--backbone", "small-cnn", "--flip-prob", "0.5"],
     "+ 4x4 grid, 2,048 wide (--backbone small-cnn,grid=4)": ["--backbone", "small-cnn,grid=4"],
     "temperature 0.5 (--temperature 0.5)": ["--temperature", "0.5"],
     "mild augmentation (crops >= 0.6, brightness/contrast only, no flips)": [
