@@ -200,3 +200,22 @@ def test_shipped_ssl_recipes_name_only_real_options(name):
     dests = {a.dest for a in sub.choices[command]._actions}
     values = json.loads((REPO / "training" / "recipes" / name).read_text())
     assert {k for k in values if not k.startswith("_")} <= dests
+
+
+def test_the_command_line_default_keeps_layout_and_handedness(tmp_path):
+    """``python -m training simclr --data F --out E`` with no other option: a 2x2 grid of features (512 wide)
+    and no flips for small images (the defaults bench/README.md measured against raw pixels)."""
+    import argparse
+
+    from training.__main__ import _augment_overrides, _loop_config, _method_parser
+    from training.options import field_values
+
+    method = registered()["simclr"]
+    sub = argparse.ArgumentParser().add_subparsers(dest="command")
+    _method_parser(sub, method)
+    args = sub.choices["simclr"].parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "e.safetensors")])
+    cfg = method.configure({**field_values(method.config, vars(args)), "loop": _loop_config(args)},
+                           _augment_overrides(args))
+    assert cfg.backbone == {"name": "small-cnn", "grid": 2}
+    assert cfg.augmentation.flip_prob == 0.0 and cfg.image_size == 32
+    assert build(cfg).model.backbone.out_dim == 512
