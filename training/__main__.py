@@ -90,13 +90,18 @@ def _method_parser(sub, method: Method) -> None:
     _loop_flags(p, **method.loop_defaults)
 
 
+def config_from_args(method: Method, args: argparse.Namespace):
+    """The method's config from its parsed sub-command (what ``python -m training METHOD ...`` trains with)."""
+    return method.configure({**field_values(method.config, vars(args)), "loop": _loop_config(args)},
+                            _augment_overrides(args))
+
+
 def _train(method: Method, args: argparse.Namespace) -> int:
     from training.loop import Interrupted
     from training.runner import run
 
     try:
-        cfg = method.configure({**field_values(method.config, vars(args)), "loop": _loop_config(args)},
-                               _augment_overrides(args))
+        cfg = config_from_args(method, args)
         run(cfg)
     except (ValueError, FileNotFoundError) as exc:  # bad options, data, manifest, model or backbone; missing files
         print(f"error: {exc}", file=sys.stderr)

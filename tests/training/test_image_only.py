@@ -207,15 +207,13 @@ def test_the_command_line_default_keeps_layout_and_handedness(tmp_path):
     and no flips for small images (the defaults bench/README.md measured against raw pixels)."""
     import argparse
 
-    from training.__main__ import _augment_overrides, _loop_config, _method_parser
-    from training.options import field_values
+    from training.__main__ import _method_parser, config_from_args
 
     method = registered()["simclr"]
     sub = argparse.ArgumentParser().add_subparsers(dest="command")
     _method_parser(sub, method)
     args = sub.choices["simclr"].parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "e.safetensors")])
-    cfg = method.configure({**field_values(method.config, vars(args)), "loop": _loop_config(args)},
-                           _augment_overrides(args))
+    cfg = config_from_args(method, args)
     assert cfg.backbone == {"name": "small-cnn", "grid": 2}
     assert cfg.augmentation.flip_prob == 0.0 and cfg.image_size == 32
     assert build(cfg).model.backbone.out_dim == 512
