@@ -13,6 +13,7 @@ trained row is a real run of the CLI; its wall and CPU (user + sys) seconds are 
     python bench/clip_quality.py                       # everything (about 2 h on 2 CPU cores)
     python bench/clip_quality.py --rows default --settings b a-google
     python bench/clip_quality.py --steps 300 --name clip_quality_300
+    python bench/clip_quality.py --gather RUN1 RUN2 --name NAME   # merge runs made side by side
 
 Writes bench/results/<name>.json, .txt (the table) and .png (a chart).
 """
@@ -56,10 +57,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="override the default recipe's steps (every trained row)")
     p.add_argument("--name", default="clip_quality", help="results file name under bench/results/")
     p.add_argument("--merge", action="store_true", help="add to the rows already in bench/results/NAME.json")
+    p.add_argument("--gather", nargs="+", metavar="RUN", help="train nothing: merge bench/results/RUN.json files "
+                   "(runs made side by side, each with its own --name) into NAME")
     a = p.parse_args()
     rows = {**ROWS, **ABLATIONS}
     bench = Bench(rows, command, "emoji CLIP: (a) vendor held out both ways, (b) 20 % of concepts held out")
-    table = bench.run(choose(rows, a.rows), a.settings, a.steps, a.name, a.merge)
+    if a.gather:
+        table = bench.gather(a.gather, a.name)
+    else:
+        table = bench.run(choose(rows, a.rows), a.settings, a.steps, a.name, a.merge)
     print(format_table(table, [s for s in SETTINGS if any(s in per for per in table.values())]))
 
 

@@ -218,11 +218,28 @@ class Bench:
                     self.write(name, root, rows, data, table, steps)
         return table
 
-    def write(self, name: str, root: Path, rows: list[dict], data: dict, table: dict, steps: int | None) -> None:
+    def gather(self, sources: list[str], name: str) -> dict:
+        """Merge the results of runs made side by side (each with its own ``--name``) into NAME: their
+        row x setting cells, a later source's cell replacing an earlier one's; each cell keeps its own
+        training command and costs, and NAME's ``command`` lists the sources' commands."""
+        root, rows = emoji_rows()
+        table: dict[str, dict[str, dict]] = {}
+        commands = []
+        for source in sources:
+            record = json.loads((RESULTS / f"{source}.json").read_text())
+            commands += record.get("gathered", [record["command"]])
+            for row, per in record["results"].items():
+                table.setdefault(row, {}).update(per)
+        self.write(name, root, rows, splits(rows), table, None, gathered=commands)
+        return table
+
+    def write(self, name: str, root: Path, rows: list[dict], data: dict, table: dict, steps: int | None,
+              gathered: list[str] | None = None) -> None:
         settings = [s for s in SETTINGS if any(s in per for per in table.values())]
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{name}.txt").write_text(format_table(table, settings) + "\n")
-        save(name, {"command": " ".join(sys.argv), "data": str(root), "images": len(rows),
+        extra = {"gathered": gathered} if gathered else {}
+        save(name, {"command": " ".join(sys.argv), **extra, "data": str(root), "images": len(rows),
                     "holdout": {"seed": HOLDOUT_SEED, "codes": len({r["code"] for r in data["b"][1]})},
                     "steps": steps, "results": table})
         try:

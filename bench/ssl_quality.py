@@ -14,6 +14,7 @@ ingredient changed from it (``ABLATIONS``), each a real run of the CLI with its 
 
     python bench/ssl_quality.py mnist [--methods simclr moco rotnet] [--defaults]
     python bench/ssl_quality.py emoji [--rows "raw pixels" untrained "default recipe"] [--settings b] [--steps 150]
+    python bench/ssl_quality.py emoji --gather RUN1 RUN2 --name NAME   # merge runs made side by side
 
 Writes bench/results/<name>.json (+ .txt table, + .png chart when matplotlib is installed).
 Wall times are on a shared machine: they vary with whatever else runs there.
@@ -109,9 +110,10 @@ def mnist(a) -> None:
 # name -> extra options of the SSL default's command (None: raw pixels, the size in the name)
 ROWS: dict[str, list[str] | None] = dict(REFERENCE_ROWS)
 ABLATIONS: dict[str, list[str]] = {
-    "+ flips (--flip-prob 0.5; the previous default)": ["--flip-prob", "0.5"],
-    "- 2x2 grid, + flips: global average pooling (--backbone small-cnn --flip-prob 0.5)": [
-        "--backbone", "small-cnn", "--flip-prob", "0.5"],
+    "- 1000 steps: 500 (--steps 500)": ["--steps", "500"],
+    "+ flips, 500 steps (--flip-prob 0.5 --steps 500; the previous default)": ["--flip-prob", "0.5", "--steps", "500"],
+    "- 2x2 grid, + flips, 500 steps: global average pooling (--backbone small-cnn --flip-prob 0.5 --steps 500)": [
+        "--backbone", "small-cnn", "--flip-prob", "0.5", "--steps", "500"],
     "+ 4x4 grid, 2,048 wide (--backbone small-cnn,grid=4)": ["--backbone", "small-cnn,grid=4"],
     "temperature 0.5 (--temperature 0.5)": ["--temperature", "0.5"],
     "mild augmentation (crops >= 0.6, brightness/contrast only, no flips)": [
@@ -130,7 +132,10 @@ def emoji(a) -> None:
 
     rows = {**ROWS, **ABLATIONS}
     bench = Bench(rows, command, f"emoji {a.method}: (a) vendor held out both ways, (b) 20 % of concepts held out")
-    table = bench.run(choose(rows, a.rows), a.settings, a.steps, a.name, a.merge)
+    if a.gather:
+        table = bench.gather(a.gather, a.name)
+    else:
+        table = bench.run(choose(rows, a.rows), a.settings, a.steps, a.name, a.merge)
     print(format_table(table, [s for s in SETTINGS if any(s in per for per in table.values())]))
 
 
@@ -162,6 +167,8 @@ def main() -> None:
     e.add_argument("--steps", type=int, default=None, help="override the default's steps (every trained row)")
     e.add_argument("--name", default="emoji_ssl_quality", help="results file name under bench/results/")
     e.add_argument("--merge", action="store_true", help="add to the rows already in bench/results/NAME.json")
+    e.add_argument("--gather", nargs="+", metavar="RUN", help="train nothing: merge bench/results/RUN.json files "
+                   "(runs made side by side, each with its own --name) into NAME")
     for q in (m, e):
         q.add_argument("extra", nargs="*", help="more training flags, after --")
     a = p.parse_args()

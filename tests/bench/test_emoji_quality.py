@@ -41,3 +41,33 @@ def test_cross_vendor_recall_searches_the_other_vendor_only():
     assert r["twitter->google R@1"] == 1.0
     assert r["cross-vendor R@1"] == 0.75
     assert r["cross-vendor R@2"] == 1.0
+
+
+def test_gather_merges_runs_made_side_by_side(tmp_path, monkeypatch):
+    """Each parallel run wrote its own NAME.json; gathering keeps every cell and every run's command."""
+    import json
+
+    import common
+
+    monkeypatch.setattr(emoji_quality, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(emoji_quality, "emoji_rows", lambda: emoji_rows(REPO / "samples" / "emoji"))
+    cell = {"cross-vendor R@1": 0.5, "cross-vendor R@10": 0.7, "train": {"wall_s": 60.0, "cpu_s": 50.0}}
+    runs = {"run_g": ("x.py --settings a-google", {"default recipe": {"a-google": cell}}),
+            "run_b": ("x.py --settings b", {"default recipe": {"b": {**cell, "cross-vendor R@1": 0.6}},
+                                            "untrained": {"b": {**cell, "cross-vendor R@1": 0.2}}}),
+            "run_b2": ("x.py --settings b --again", {"default recipe": {"b": {**cell, "cross-vendor R@1": 0.65}}})}
+    for name, (command, results) in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"command": command, "results": results}))
+    bench = emoji_quality.Bench({}, lambda *a: [], "t")
+    table = bench.gather(["run_g", "run_b", "run_b2"], "merged")
+    assert table["default recipe"]["a-google"]["cross-vendor R@1"] == 0.5
+    assert table["default recipe"]["b"]["cross-vendor R@1"] == 0.65  # the later run's cell wins
+    assert table["untrained"]["b"]["cross-vendor R@1"] == 0.2
+    record = json.loads((tmp_path / "merged.json").read_text())
+    assert record["gathered"] == ["x.py --settings a-google", "x.py --settings b", "x.py --settings b --again"]
+    assert record["results"] == table
+    assert "0.650" in (tmp_path / "merged.txt").read_text()
+    # gathering a gathered file keeps the original commands, not the gather's own
+    bench.gather(["merged"], "again")
+    assert json.loads((tmp_path / "again.json").read_text())["gathered"] == record["gathered"]
