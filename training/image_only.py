@@ -101,14 +101,15 @@ class SSLTrainResult:
     images: int
 
 
-def method(name: str, help: str, config: type, build: Callable[[Any, DistInfo], Task]) -> Method:
-    """The registration of an image-only method: ``build(cfg, dist)`` makes its Task."""
+def method(name: str, help: str, config: type, build: Callable[[Any, DistInfo], Task], **loop: Any) -> Method:
+    """The registration of an image-only method: ``build(cfg, dist)`` makes its Task; ``loop`` overrides
+    ``LOOP_DEFAULTS`` for it."""
 
     def configure(values: dict[str, Any], augment: dict[str, Any]) -> ImageOnlyConfig:
         return config(**values, augment=AugmentConfig.for_size(values["image_size"], **augment))
 
     return Method(name, help, config, lambda cfg, dist, device: prepare(name, build, cfg, dist, device), configure,
-                  LOOP_DEFAULTS)
+                  {**LOOP_DEFAULTS, **loop})
 
 
 def training_images(cfg: ImageOnlyConfig) -> list[Path]:

@@ -203,8 +203,8 @@ def test_shipped_ssl_recipes_name_only_real_options(name):
 
 
 def test_the_command_line_default_keeps_layout_and_handedness(tmp_path):
-    """``python -m training simclr --data F --out E`` with no other option: a 2x2 grid of features (512 wide)
-    and no flips for small images (the defaults bench/README.md measured against raw pixels)."""
+    """``python -m training simclr --data F --out E`` with no other option: a 2x2 grid of features (512 wide),
+    no flips for small images and 1,000 steps (the defaults bench/README.md measured against raw pixels)."""
     import argparse
 
     from training.__main__ import _method_parser, config_from_args
@@ -217,3 +217,6 @@ def test_the_command_line_default_keeps_layout_and_handedness(tmp_path):
     assert cfg.backbone == {"name": "small-cnn", "grid": 2}
     assert cfg.augmentation.flip_prob == 0.0 and cfg.image_size == 32
     assert build(cfg).model.backbone.out_dim == 512
+    assert cfg.loop.steps == 1000
+    moco = registered()["moco"]  # the other image-only methods keep the shared loop defaults
+    assert moco.loop_defaults["steps"] == 500

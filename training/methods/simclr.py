@@ -90,4 +90,4 @@ def build(cfg: SimCLRConfig, dist: DistInfo = ONE_PROCESS) -> Task:
 
 
 METHOD = image_only.method("simclr", "train a SimCLR image encoder (no labels): two augmented views, NT-Xent",
-                           SimCLRConfig, build)
+                           SimCLRConfig, build, steps=1000)  # 1,000 steps: bench/README.md, ssl_quality
