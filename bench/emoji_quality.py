@@ -221,7 +221,7 @@ class Bench:
     def gather(self, sources: list[str], name: str) -> dict:
         """Merge the results of runs made side by side (each with its own ``--name``) into NAME: their
         row x setting cells, a later source's cell replacing an earlier one's; each cell keeps its own
-        training command and costs, and NAME's ``command`` lists the sources' commands."""
+        training command and costs, and NAME's ``gathered`` lists the sources' commands."""
         root, rows = emoji_rows()
         table: dict[str, dict[str, dict]] = {}
         commands = []

@@ -35,7 +35,8 @@ from training.options import backbone_spec, column_values, option
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-# the command line's defaults of the shared loop options, for every image-only method
+# the command line's defaults of the shared loop options for the image-only methods (``method(..., **loop)``
+# overrides them for one)
 LOOP_DEFAULTS = dict(grad_clip=0.0, steps=500, lr=2e-3, weight_decay=1e-4, warmup=25)
 
 
