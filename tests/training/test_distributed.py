@@ -21,16 +21,18 @@ def _data():
     return torch.randn(BATCH, 3, 32, 32, generator=g), torch.randint(1, 2000, (BATCH, 16), generator=g)
 
 
-def _grads(rank: int, world_size: int, grouped: bool = False) -> dict[str, torch.Tensor]:
+def _grads(rank: int, world_size: int, grouped: str | None = None) -> dict[str, torch.Tensor]:
+    """grouped: None (plain CLIP), or where the image-only SupCon term looks ("embedding", "head")."""
     torch.manual_seed(0)
     model = build_model(model_config("lookalike-micro"))
     if grouped:  # two views, shared captions as positives, and the image-only SupCon term
         from training.methods.clip import ClipTrainingModel
         from training.methods.simclr import ProjectionHead
 
-        model = ClipTrainingModel(model, ssl_dim=16)
-        # batch norm's statistics are per process (SyncBatchNorm is for GPUs): compare without it
-        model.ssl_head = ProjectionHead(32, 512, 16, batch_norm=False)
+        model = ClipTrainingModel(model, grouped, ssl_dim=16)
+        if grouped == "head":
+            # batch norm's statistics are per process (SyncBatchNorm is for GPUs): compare without it
+            model.ssl_head = ProjectionHead(32, 512, 16, batch_norm=False)
     model = wrap(model, DistInfo(rank, world_size, rank), torch.device("cpu"))
     images, tokens = _data()
     per = BATCH // world_size
@@ -48,7 +50,7 @@ def _grads(rank: int, world_size: int, grouped: bool = False) -> dict[str, torch
     return {n: p.grad.detach().clone() for n, p in inner.named_parameters() if p.grad is not None}
 
 
-def _worker(rank: int, world_size: int, port: int, out_dir: str, grouped: bool) -> None:
+def _worker(rank: int, world_size: int, port: int, out_dir: str, grouped: str | None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -58,7 +60,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, grouped: bool) 
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("grouped", [False, True], ids=["clip", "multi-positive+supcon"])
+@pytest.mark.parametrize("grouped", [None, "embedding", "head"],
+                         ids=["clip", "multi-positive+supcon", "multi-positive+supcon-head"])
 def test_two_processes_match_one_on_the_global_batch(tmp_path, grouped):
     single = _grads(0, 1, grouped)
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), grouped), nprocs=2, join=True,

@@ -11,8 +11,10 @@ bias, ``init_logit_bias`` in its config; ``make_model`` adds one).
 Batches of four, (view_1, view_2, tokens, groups) from ``training.data.ImageTextDataset(views=2)``,
 train the data-efficient form: both views of every item meet the texts in a multi-positive CLIP loss
 (images and captions of the same group are positives, not negatives), and, with ``ssl_weight > 0``,
-a supervised-contrastive term on the image tower alone pulls the views of a group together through
-a projection head that the encoder file leaves out (SLIP, Mu et al. 2022, with SupCon's positives).
+a supervised-contrastive term on the image side alone pulls the views of a group together (SLIP,
+Mu et al. 2022, with SupCon's positives): by default on the backbone's features through a projection
+head that the encoder file leaves out, as SLIP does; ``ssl_on="embedding"`` on the image embedding
+itself, the space that retrieval searches.
 """
 
 from __future__ import annotations
@@ -97,7 +99,11 @@ class ClipTrainConfig(RunFiles):
     ssl_weight: float = option(1.0, "weight of the image-only supervised-contrastive term beside CLIP's loss "
                                     "(SLIP; 0: off)")
     ssl_temperature: float = option(0.1, "temperature of that term")
-    ssl_dim: int = option(128, "output width of its projection head")  # (dropped from the encoder file)
+    # (bench/README.md, clip_quality: embedding moved (a) +0.05 both ways but cost 1.4x the CPU time)
+    ssl_on: str = option("backbone", "where that term looks: backbone: the backbone's features through a "
+                                     "projection head (SLIP's form); embedding: the image embedding that "
+                                     "retrieval searches", choices=("backbone", "embedding"))
+    ssl_dim: int = option(128, "output width of that projection head (--ssl-on backbone)")  # (not in the file)
     caption_variant_keys: list[str] = option(factory=list, flag="--caption-variant-key", dest="caption_variant_key",
                                              metavar="COLUMN", help="manifest column of more captions per row (a "
                                              "string or a list); one is drawn per step")
@@ -176,19 +182,24 @@ def _side(size: int | list[int]) -> int:
 
 
 class ClipTrainingModel(nn.Module):
-    """An open_clip model plus what only training needs: the image-side projection head of the SSL term.
+    """An open_clip model plus what only training needs: the vectors of the image-only SSL term.
 
     ``forward(images (Bi, 3, H, W), tokens (Bt, ctx))`` -> (image embeddings (Bi, d), text embeddings
-    (Bt, d), both L2-normalised, logit scale (), SSL projections (Bi, p) or None). The SSL head reads the
-    image tower's backbone features when the tower has a trainable backbone (``BackboneTower``), else its
-    output (a locked tower's projection still trains, so the term still has something to move).
+    (Bt, d), both L2-normalised, logit scale (), SSL vectors or None). ``ssl="embedding"``: the SSL
+    vectors are the image embeddings themselves. ``ssl="head"`` with ``ssl_dim``: a projection head's
+    (Bi, ssl_dim) outputs, the head reading the backbone's features when the tower has a trainable
+    backbone (``BackboneTower``), else the tower's output (a locked tower's projection still trains, so
+    the term still has something to move). ``ssl=None``: no SSL vectors.
     """
 
-    def __init__(self, clip: nn.Module, ssl_dim: int = 0, ssl_hidden: int = 512) -> None:
+    def __init__(self, clip: nn.Module, ssl: str | None = None, ssl_dim: int = 128, ssl_hidden: int = 512) -> None:
         super().__init__()
+        if ssl not in (None, "embedding", "head"):
+            raise ValueError(f"ssl: None, 'embedding' or 'head', not {ssl!r}")
         self.clip = clip
+        self.ssl = ssl
         self.ssl_head = None
-        if ssl_dim:
+        if ssl == "head":
             from training.methods.simclr import ProjectionHead
 
             width = clip.visual.backbone.out_dim if self._backbone_features() else int(clip.text_projection.shape[1])
@@ -207,8 +218,9 @@ class ClipTrainingModel(nn.Module):
         else:
             image = features = visual(images)
         text = self.clip.encode_text(tokens, normalize=True)
-        ssl = self.ssl_head(features) if self.ssl_head is not None else None
-        return F.normalize(image, dim=-1), text, self.clip.logit_scale.exp(), ssl
+        image = F.normalize(image, dim=-1)
+        ssl = self.ssl_head(features) if self.ssl == "head" else image if self.ssl == "embedding" else None
+        return image, text, self.clip.logit_scale.exp(), ssl
 
 
 @dataclass
@@ -323,7 +335,8 @@ def prepare(cfg: ClipTrainConfig, dist: DistInfo, device: torch.device) -> Job:
                                    side=2 * _side(preprocess.size), cache_mb=cfg.cache_mb)
         batch_size, described = min(cfg.batch_size, len(dataset) // dist.world_size), f"{len(dataset)} pairs"
     if grouped:
-        train_model = ClipTrainingModel(model, cfg.ssl_dim if cfg.ssl_weight > 0 else 0).to(device)
+        ssl = None if cfg.ssl_weight <= 0 else "head" if cfg.ssl_on == "backbone" else "embedding"
+        train_model = ClipTrainingModel(model, ssl, cfg.ssl_dim).to(device)
         step = ClipMethod.create(train_model, dist.rank, dist.world_size, "multi-positive",
                                  ssl_weight=cfg.ssl_weight, ssl_temperature=cfg.ssl_temperature,
                                  channels_last=channels_last)

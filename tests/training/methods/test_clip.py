@@ -203,6 +203,34 @@ def test_image_tower_must_be_image_only(tmp_path, micro_encoder, small_manifest)
                             caption_key="name", model="lookalike-micro", image_tower=micro_encoder, workers=0))
 
 
+@pytest.mark.parametrize("ssl_on", ["embedding", "backbone"])
+def test_the_supcon_term_looks_at_the_embedding_or_through_a_head(small_manifest, tmp_path, ssl_on):
+    """--ssl-on backbone (the default): a projection head's outputs, which train and stay out of the encoder
+    file; --ssl-on embedding: the SupCon vectors are the image embeddings retrieval searches."""
+    from training.methods.clip import ClipTrainConfig, ClipTrainingModel, make_model
+
+    out = tmp_path / "o.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "clip", "--data", str(small_manifest), "--image-key", "file",
+         "--caption-key", "name", "--out", str(out), "--steps", "3", "--batch-size", "16", "--workers", "0",
+         "--ssl-on", ssl_on, "--ssl-dim", "8", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_metadata(out)["run"]["config"]["ssl_on"] == ssl_on
+    assert not any("ssl_head" in k for k in load_file_keys(out))
+
+    clip, _, _ = make_model(ClipTrainConfig(data=small_manifest, out=out))
+    model = ClipTrainingModel(clip, "head" if ssl_on == "backbone" else "embedding", ssl_dim=8).eval()
+    context = clip.positional_embedding.shape[0]
+    images, tokens = torch.rand(4, 3, 32, 32), torch.randint(1, 100, (4, context))
+    image, _, _, ssl = model(images, tokens)
+    if ssl_on == "embedding":
+        assert model.ssl_head is None and ssl is image
+    else:
+        assert ssl.shape == (4, 8) and model.ssl_head is not None
+
+
 def test_the_default_recipe_learns_cross_vendor_matches_and_loads(small_manifest, tmp_path):
     """The default (lookalike-cnn, two views, multi-positive CLIP + SupCon, batched style augmentation):
     text->image and cross-vendor image->image recall rise above the untrained encoder's, and
