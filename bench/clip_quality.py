@@ -37,6 +37,9 @@ ABLATIONS: dict[str, list[str]] = {
     "- 4x4 grid, + strong augmentation, 400 steps (the default before that)": [
         *PREVIOUS_TOWER, "--min-scale", "0.35", "--colour-jitter", "--grayscale-prob", "0.2", "--steps", "400"],
     "- image-only SupCon term (--ssl-weight 0)": ["--ssl-weight", "0"],
+    "+ SupCon term on the image embedding, no head (--ssl-on embedding)": ["--ssl-on", "embedding"],
+    "+ SupCon on the embedding, weighing twice (--ssl-on embedding --ssl-weight 2)": [
+        "--ssl-on", "embedding", "--ssl-weight", "2"],
     "- multi-positive (--no-multi-positive)": ["--no-multi-positive"],
     "- style augmentation (--no-augment)": ["--no-augment"],
     "- CNN tower: 4-layer ViT (--model lookalike-tiny)": ["--model", "lookalike-tiny"],
