@@ -22,7 +22,7 @@ def _data():
 
 
 def _grads(rank: int, world_size: int, grouped: str | None = None) -> dict[str, torch.Tensor]:
-    """grouped: None (plain CLIP), or where the image-only SupCon term looks ("embedding", "head")."""
+    """grouped: None (plain CLIP), or where the image-only SupCon term looks ("embedding", "backbone")."""
     torch.manual_seed(0)
     model = build_model(model_config("lookalike-micro"))
     if grouped:  # two views, shared captions as positives, and the image-only SupCon term
@@ -30,7 +30,7 @@ def _grads(rank: int, world_size: int, grouped: str | None = None) -> dict[str, 
         from training.methods.simclr import ProjectionHead
 
         model = ClipTrainingModel(model, grouped, ssl_dim=16)
-        if grouped == "head":
+        if grouped == "backbone":
             # batch norm's statistics are per process (SyncBatchNorm is for GPUs): compare without it
             model.ssl_head = ProjectionHead(32, 512, 16, batch_norm=False)
     model = wrap(model, DistInfo(rank, world_size, rank), torch.device("cpu"))
@@ -60,7 +60,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, grouped: str | 
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("grouped", [None, "embedding", "head"],
+@pytest.mark.parametrize("grouped", [None, "embedding", "backbone"],
                          ids=["clip", "multi-positive+supcon", "multi-positive+supcon-head"])
 def test_two_processes_match_one_on_the_global_batch(tmp_path, grouped):
     single = _grads(0, 1, grouped)

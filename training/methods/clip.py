@@ -186,7 +186,7 @@ class ClipTrainingModel(nn.Module):
 
     ``forward(images (Bi, 3, H, W), tokens (Bt, ctx))`` -> (image embeddings (Bi, d), text embeddings
     (Bt, d), both L2-normalised, logit scale (), SSL vectors or None). ``ssl="embedding"``: the SSL
-    vectors are the image embeddings themselves. ``ssl="head"`` with ``ssl_dim``: a projection head's
+    vectors are the image embeddings themselves. ``ssl="backbone"`` with ``ssl_dim``: a projection head's
     (Bi, ssl_dim) outputs, the head reading the backbone's features when the tower has a trainable
     backbone (``BackboneTower``), else the tower's output (a locked tower's projection still trains, so
     the term still has something to move). ``ssl=None``: no SSL vectors.
@@ -194,12 +194,12 @@ class ClipTrainingModel(nn.Module):
 
     def __init__(self, clip: nn.Module, ssl: str | None = None, ssl_dim: int = 128, ssl_hidden: int = 512) -> None:
         super().__init__()
-        if ssl not in (None, "embedding", "head"):
-            raise ValueError(f"ssl: None, 'embedding' or 'head', not {ssl!r}")
+        if ssl not in (None, "embedding", "backbone"):
+            raise ValueError(f"ssl: None, 'embedding' or 'backbone', not {ssl!r}")
         self.clip = clip
         self.ssl = ssl
         self.ssl_head = None
-        if ssl == "head":
+        if ssl == "backbone":
             from training.methods.simclr import ProjectionHead
 
             width = clip.visual.backbone.out_dim if self._backbone_features() else int(clip.text_projection.shape[1])
@@ -219,7 +219,7 @@ class ClipTrainingModel(nn.Module):
             image = features = visual(images)
         text = self.clip.encode_text(tokens, normalize=True)
         image = F.normalize(image, dim=-1)
-        ssl = self.ssl_head(features) if self.ssl == "head" else image if self.ssl == "embedding" else None
+        ssl = self.ssl_head(features) if self.ssl == "backbone" else image if self.ssl == "embedding" else None
         return image, text, self.clip.logit_scale.exp(), ssl
 
 
@@ -335,8 +335,7 @@ def prepare(cfg: ClipTrainConfig, dist: DistInfo, device: torch.device) -> Job:
                                    side=2 * _side(preprocess.size), cache_mb=cfg.cache_mb)
         batch_size, described = min(cfg.batch_size, len(dataset) // dist.world_size), f"{len(dataset)} pairs"
     if grouped:
-        ssl = None if cfg.ssl_weight <= 0 else "head" if cfg.ssl_on == "backbone" else "embedding"
-        train_model = ClipTrainingModel(model, ssl, cfg.ssl_dim).to(device)
+        train_model = ClipTrainingModel(model, cfg.ssl_on if cfg.ssl_weight > 0 else None, cfg.ssl_dim).to(device)
         step = ClipMethod.create(train_model, dist.rank, dist.world_size, "multi-positive",
                                  ssl_weight=cfg.ssl_weight, ssl_temperature=cfg.ssl_temperature,
                                  channels_last=channels_last)

@@ -221,7 +221,7 @@ def test_the_supcon_term_looks_at_the_embedding_or_through_a_head(small_manifest
     assert not any("ssl_head" in k for k in load_file_keys(out))
 
     clip, _, _ = make_model(ClipTrainConfig(data=small_manifest, out=out))
-    model = ClipTrainingModel(clip, "head" if ssl_on == "backbone" else "embedding", ssl_dim=8).eval()
+    model = ClipTrainingModel(clip, ssl_on, ssl_dim=8).eval()
     context = clip.positional_embedding.shape[0]
     images, tokens = torch.rand(4, 3, 32, 32), torch.randint(1, 100, (4, context))
     image, _, _, ssl = model(images, tokens)
