@@ -99,7 +99,8 @@ class ClipTrainConfig(RunFiles):
     ssl_weight: float = option(1.0, "weight of the image-only supervised-contrastive term beside CLIP's loss "
                                     "(SLIP; 0: off)")
     ssl_temperature: float = option(0.1, "temperature of that term")
-    # (bench/README.md, clip_quality: embedding moved (a) +0.05 both ways but cost 1.4x the CPU time)
+    # (bench/README.md, clip_quality: embedding moved (a) +0.05 both ways, but its whole-set run took
+    # 16.5 min, over the 15-min budget; not yet timed beside the default in one session)
     ssl_on: str = option("backbone", "where that term looks: backbone: the backbone's features through a "
                                      "projection head (SLIP's form); embedding: the image embedding that "
                                      "retrieval searches", choices=("backbone", "embedding"))
